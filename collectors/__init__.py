@@ -1,0 +1,1 @@
+"""Collectors: everything that produces hop events (SDK, ingest routes, taps, the shop simulator)."""

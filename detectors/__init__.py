@@ -1,0 +1,1 @@
+"""Detectors: turn findings and hop metrics into incidents and alerts."""

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up everything `make demo`, `make test` and `make bench` need on a fresh Debian machine:
+# the virtual environment with the project and its test extras, and the Debian packages the
+# integration tests start (installed only when missing, and only when we are root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+APT_PACKAGES=(${ORDERTRAIL_APT_PACKAGES:-})
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "warning: missing Debian packages ${missing[*]} (run as root to install them)" >&2
+  fi
+fi

@@ -1,0 +1,35 @@
+"""The tracer: the event model, journeys, the engine that turns hops into findings, its clock,
+and the bus and store adapters. The names below are the public API; modules are internals."""
+
+from tracer.engine import OrderSnapshot, Tracer, TracerStats
+from tracer.errors import BodyError, EventError, JourneysError, StoreError, TracerError
+from tracer.events import Batch, decode_batch, decode_line, validate
+from tracer.journeys import Journey, Journeys, Step, load_journeys, parse_journeys
+from tracer.model import Finding, HopEvent, event_to_wire, format_ts
+from tracer.times import parse_duration, parse_ts
+
+__all__ = [
+    "Batch",
+    "BodyError",
+    "EventError",
+    "Finding",
+    "HopEvent",
+    "Journey",
+    "Journeys",
+    "JourneysError",
+    "OrderSnapshot",
+    "Step",
+    "StoreError",
+    "Tracer",
+    "TracerError",
+    "TracerStats",
+    "decode_batch",
+    "decode_line",
+    "event_to_wire",
+    "format_ts",
+    "load_journeys",
+    "parse_duration",
+    "parse_journeys",
+    "parse_ts",
+    "validate",
+]

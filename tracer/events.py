@@ -1,0 +1,246 @@
+"""Decoding and validating hop events (CONTRACT §1) — the ingest hot path.
+
+``decode_batch`` takes a JSON array or NDJSON body and returns the valid events and, for every
+rejected item, its index and a reason that names the field, the value and the rule. One bad item
+never costs the others. ``validate`` does the same for one already-parsed mapping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Final
+
+import msgspec
+
+from tracer.errors import ABSENT, BodyError, EventError
+from tracer.model import (
+    ATTRS,
+    CUSTOMER_ID,
+    EVENT_FIELDS,
+    EVENT_ID,
+    HOP,
+    JOURNEY,
+    ORDER_ID,
+    PARENT_SPAN_ID,
+    SERVICE,
+    SPAN_ID,
+    STATUS,
+    STATUS_ERROR,
+    STATUS_OK,
+    TRACE_ID,
+    TS,
+    HopEvent,
+    derive_event_id,
+    derive_trace_id,
+)
+from tracer.times import parse_ts
+
+HOP_RE: Final = re.compile(r"[a-z0-9_.-]{1,64}")
+HOP_RULE: Final = "must match [a-z0-9_.-]{1,64}: lowercase letters, digits, '_', '.', '-', e.g. payment.authorized"
+_TRACE_RE: Final = re.compile(r"[0-9a-f]{32}")
+_SPAN_RE: Final = re.compile(r"[0-9a-f]{16}")
+MAX_ATTRS: Final = 64
+MAX_ATTR_KEY: Final = 64
+MAX_ATTR_VALUE: Final = 1024
+MAX_ID: Final = 128
+
+
+class _Wire(msgspec.Struct, forbid_unknown_fields=True):
+    order_id: str
+    hop: str
+    ts: str | int | float
+    event_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    service: str | None = None
+    status: str | None = None
+    journey: str | None = None
+    customer_id: str | None = None
+    attrs: dict[str, str] | None = None
+
+
+_ARRAY = msgspec.json.Decoder(list[_Wire])
+_ONE = msgspec.json.Decoder(_Wire)
+_RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class Batch(msgspec.Struct):
+    """The outcome of decoding one body: events in input order, rejections by item index."""
+
+    events: list[HopEvent]
+    rejected: list[tuple[int, str]]
+
+
+def decode_batch(body: bytes | str) -> Batch:
+    """A JSON array or NDJSON of hop events. Raises BodyError when the body is not JSON at all."""
+    data = body.encode() if isinstance(body, str) else body
+    stripped = data.lstrip()
+    if stripped.startswith(b"["):
+        return _decode_array(data)
+    return _decode_lines(data)
+
+
+def decode_line(line: bytes | str) -> HopEvent:
+    """One JSON object (an NDJSON line). Raises EventError."""
+    try:
+        wire = _ONE.decode(line)
+    except msgspec.ValidationError as exc:
+        raise _from_msgspec(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise EventError("body", ABSENT, f"is not a JSON object ({exc})") from None
+    return _checked(wire)
+
+
+def validate(obj: Mapping[str, object]) -> HopEvent:
+    """One event already parsed into a mapping (taps, OTLP). Raises EventError."""
+    try:
+        wire = msgspec.convert(obj, _Wire)
+    except msgspec.ValidationError as exc:
+        raise _from_msgspec(str(exc)) from None
+    return _checked(wire)
+
+
+def _decode_array(data: bytes) -> Batch:
+    try:
+        wires = _ARRAY.decode(data)
+    except msgspec.ValidationError:
+        pass  # some items are bad: decode them one by one below
+    except msgspec.DecodeError as exc:
+        raise BodyError(f"the body is not valid JSON: {exc}") from None
+    else:
+        events: list[HopEvent] = []
+        rejected: list[tuple[int, str]] = []
+        for i, wire in enumerate(wires):
+            try:
+                events.append(_checked(wire))
+            except EventError as exc:
+                rejected.append((i, str(exc)))
+        return Batch(events, rejected)
+    try:
+        raws = _RAW_ARRAY.decode(data)
+    except msgspec.ValidationError as exc:
+        raise BodyError(f"expected a JSON array of hop events or NDJSON: {exc}") from None
+    events = []
+    rejected = []
+    for i, raw in enumerate(raws):
+        try:
+            events.append(decode_line(raw))
+        except EventError as exc:
+            rejected.append((i, str(exc)))
+    return Batch(events, rejected)
+
+
+def _decode_lines(data: bytes) -> Batch:
+    events: list[HopEvent] = []
+    rejected: list[tuple[int, str]] = []
+    parsed_any = False
+    for i, line in enumerate(data.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            events.append(decode_line(line))
+            parsed_any = True
+        except EventError as exc:
+            if exc.field != "body":
+                parsed_any = True
+            rejected.append((i, str(exc)))
+    if rejected and not parsed_any:
+        raise BodyError("the body is neither a JSON array nor NDJSON (one JSON object a line)")
+    return Batch(events, rejected)
+
+
+def _checked(w: _Wire) -> HopEvent:
+    order_id = w.order_id
+    if not (0 < len(order_id) <= MAX_ID and order_id.isprintable()):
+        raise EventError(ORDER_ID, order_id, "must be 1–128 printable characters")
+    hop = w.hop
+    if HOP_RE.fullmatch(hop) is None:
+        raise EventError(HOP, hop, HOP_RULE)
+    try:
+        ts = parse_ts(w.ts)
+    except ValueError as exc:
+        raise EventError(TS, ABSENT, str(exc)) from None
+    event_id = w.event_id
+    if event_id is None:
+        event_id = derive_event_id(order_id, hop, ts)
+    elif not (0 < len(event_id) <= MAX_ID and event_id.isprintable()):
+        raise EventError(EVENT_ID, event_id, "must be 1–128 printable characters")
+    trace_id = w.trace_id
+    if trace_id is None:
+        trace_id = derive_trace_id(order_id)
+    elif _TRACE_RE.fullmatch(trace_id) is None or not trace_id.strip("0"):
+        raise EventError(TRACE_ID, trace_id, "must be 32 lowercase hex digits, not all zero")
+    span_id = w.span_id or ""
+    if w.span_id is not None and _SPAN_RE.fullmatch(span_id) is None:
+        raise EventError(SPAN_ID, w.span_id, "must be 16 lowercase hex digits")
+    parent = w.parent_span_id or ""
+    if w.parent_span_id is not None and _SPAN_RE.fullmatch(parent) is None:
+        raise EventError(PARENT_SPAN_ID, w.parent_span_id, "must be 16 lowercase hex digits")
+    service = w.service or ""
+    if w.service is not None and not (0 < len(service) <= MAX_ID and service.isprintable()):
+        raise EventError(SERVICE, w.service, "must be 1–128 printable characters")
+    status = w.status or STATUS_OK
+    if status != STATUS_OK and status != STATUS_ERROR:
+        raise EventError(STATUS, w.status, "must be 'ok' or 'error'")
+    journey = w.journey or ""
+    if w.journey is not None and not (0 < len(journey) <= 64 and journey.isprintable()):
+        raise EventError(JOURNEY, w.journey, "must be a journey name of 1–64 printable characters")
+    customer = w.customer_id or ""
+    if w.customer_id is not None and not (0 < len(customer) <= MAX_ID and customer.isprintable()):
+        raise EventError(CUSTOMER_ID, w.customer_id, "must be 1–128 printable characters")
+    attrs = w.attrs
+    if attrs:
+        _check_attrs(attrs)
+    return HopEvent(
+        order_id,
+        hop,
+        ts,
+        event_id,
+        trace_id,
+        span_id,
+        parent,
+        service,
+        STATUS_OK if status == STATUS_OK else STATUS_ERROR,
+        journey,
+        customer,
+        attrs or {},
+    )
+
+
+def _check_attrs(attrs: dict[str, str]) -> None:
+    if len(attrs) > MAX_ATTRS:
+        raise EventError(ATTRS, f"<{len(attrs)} keys>", f"may have at most {MAX_ATTRS} keys")
+    for key, value in attrs.items():
+        if not 0 < len(key) <= MAX_ATTR_KEY:
+            raise EventError(f"{ATTRS}.{key[:64]}", key, f"keys must be 1–{MAX_ATTR_KEY} characters")
+        if len(value) > MAX_ATTR_VALUE:
+            raise EventError(f"{ATTRS}.{key}", value, f"values may be at most {MAX_ATTR_VALUE} characters")
+
+
+_MSGSPEC_AT = re.compile(r" - at `\$(?:\[\d+\])?\.?([^`]*)`$")
+
+
+def _from_msgspec(message: str) -> EventError:
+    """Turn msgspec's message into one that names the field, the value and the rule."""
+    where = _MSGSPEC_AT.search(message)
+    path = where.group(1) if where else ""
+    text = message[: where.start()] if where else message
+    if text.startswith("Object contains unknown field"):
+        name = text.split("`")[1]
+        return EventError(name, ABSENT, f"is not a hop event field; allowed: {', '.join(EVENT_FIELDS)}")
+    if text.startswith("Object missing required field"):
+        name = text.split("`")[1]
+        return EventError(name, ABSENT, "is required")
+    if text.startswith("Expected `object`"):
+        return EventError("event", ABSENT, f"must be a JSON object with the fields {', '.join(EVENT_FIELDS)}")
+    field = path.split(".")[0] if path else "event"
+    if field.startswith(ATTRS) or path.startswith(ATTRS):
+        return EventError(ATTRS, ABSENT, "must be an object of string keys to string values")
+    if field == TS:
+        return EventError(TS, ABSENT, "must be RFC 3339 (2026-11-22T10:02:03.123Z) or epoch milliseconds")
+    return EventError(field, ABSENT, text[0].lower() + text[1:] if text else "is invalid")
+
+
+__all__ = ["Batch", "decode_batch", "decode_line", "validate"]

@@ -1,0 +1,321 @@
+"""The journeys file (CONTRACT §2): what hops an order goes through and how soon each is due.
+
+``load_journeys(path)`` / ``parse_journeys(text, source)`` return an immutable ``Journeys`` or
+raise ``JourneysError`` listing every problem, each located by file, journey, step and field.
+Hops are numbered per journey (the start is 0) so the tracer can keep per-order state compact.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import yaml
+
+from tracer.errors import JourneysError
+from tracer.events import HOP_RE, HOP_RULE
+from tracer.times import DURATION_HELP, parse_duration
+
+JOURNEY_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_JOURNEY_KEYS: Final = ("start", "steps", "complete", "description")
+_STEP_KEYS: Final = ("after", "within", "stall_after", "confirmation")
+_TOP_KEYS: Final = ("journeys", "stall_learning")
+_LEARNING_KEYS: Final = ("percentile", "factor", "floor", "min_samples")
+MAX_STEPS: Final = 31  # per-order state keeps two finding bits per hop in one 64-bit word
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One awaited hop: due ``within_ms`` after the event time of its ``after`` hop."""
+
+    hop: str
+    index: int
+    after: str
+    after_index: int
+    within_ms: int
+    stall_after_ms: int | None = None
+    confirmation: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StallLearning:
+    """How the soft limit of a step without ``stall_after`` is learned from its edge."""
+
+    percentile: float = 99.0
+    factor: float = 2.0
+    floor_ms: int = 1000
+    min_samples: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Journey:
+    name: str
+    start: str
+    steps: tuple[Step, ...]  # ordered so every step comes after the step it waits for
+    complete: tuple[str, ...]
+    description: str = ""
+    hops: tuple[str, ...] = ()  # index -> hop; 0 is the start
+    index: Mapping[str, int] = field(default_factory=dict)
+    step_at: tuple[Step | None, ...] = ()  # hop index -> its step (None for the start)
+    children: tuple[tuple[Step, ...], ...] = ()  # hop index -> steps waiting for it
+    ancestors: tuple[frozenset[int], ...] = ()  # hop index -> indexes of every hop before it
+    complete_mask: int = 0
+
+    @staticmethod
+    def build(name: str, start: str, steps: list[Step], complete: list[str], description: str) -> Journey:
+        hops = (start, *(s.hop for s in steps))
+        index = {hop: i for i, hop in enumerate(hops)}
+        step_at: list[Step | None] = [None, *steps]
+        children: list[list[Step]] = [[] for _ in hops]
+        for s in steps:
+            children[s.after_index].append(s)
+        ancestors: list[frozenset[int]] = [frozenset()]
+        for s in steps:  # steps are topologically ordered
+            ancestors.append(ancestors[s.after_index] | {s.after_index})
+        mask = 0
+        for hop in complete:
+            mask |= 1 << index[hop]
+        return Journey(
+            name,
+            start,
+            tuple(steps),
+            tuple(complete),
+            description,
+            hops,
+            index,
+            tuple(step_at),
+            tuple(tuple(c) for c in children),
+            tuple(ancestors),
+            mask,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Journeys:
+    journeys: Mapping[str, Journey]
+    by_hop: Mapping[str, Journey]  # hops that belong to exactly one journey
+    shared_hops: Mapping[str, tuple[str, ...]]  # hops in several journeys -> their journeys
+    learning: StallLearning
+    source: str = "<journeys>"
+
+    def infer(self, hop: str) -> Journey | None:
+        """The one journey whose start or steps contain ``hop``, else None."""
+        return self.by_hop.get(hop)
+
+
+def load_journeys(path: str | Path) -> Journeys:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise JourneysError([f"{p}: cannot be read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise JourneysError([f"{p}: is not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
+    return parse_journeys(text, str(p))
+
+
+def parse_journeys(text: str, source: str = "<journeys>") -> Journeys:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise JourneysError([f"{source}:{where} not valid YAML: {problem}"]) from None
+    problems: list[str] = []
+    if not isinstance(doc, dict) or not isinstance(doc.get("journeys"), dict) or not doc["journeys"]:
+        raise JourneysError([f"{source}: must be a mapping with a non-empty 'journeys:' mapping at the top"])
+    for key in doc:
+        if key not in _TOP_KEYS:
+            problems.append(f"{source}: top-level key {key!r} is not known; allowed: {', '.join(_TOP_KEYS)}")
+    learning = _learning(doc.get("stall_learning"), source, problems)
+    journeys: dict[str, Journey] = {}
+    for name, spec in doc["journeys"].items():
+        journey = _journey(str(name), spec, source, problems)
+        if journey is not None:
+            journeys[journey.name] = journey
+    if problems:
+        raise JourneysError(problems)
+    owners: dict[str, list[str]] = {}
+    for journey in journeys.values():
+        for hop in journey.hops:
+            owners.setdefault(hop, []).append(journey.name)
+    by_hop = {hop: journeys[names[0]] for hop, names in owners.items() if len(names) == 1}
+    shared = {hop: tuple(names) for hop, names in owners.items() if len(names) > 1}
+    return Journeys(journeys, by_hop, shared, learning, source)
+
+
+def _journey(name: str, spec: object, source: str, problems: list[str]) -> Journey | None:
+    at = f"{source}: journey {name!r}"
+    if JOURNEY_NAME_RE.fullmatch(name) is None:
+        problems.append(f"{at}: the name must match [A-Za-z0-9_.-]{{1,64}}")
+        return None
+    if not isinstance(spec, dict):
+        problems.append(f"{at}: must be a mapping with 'start', 'steps' and 'complete'")
+        return None
+    before = len(problems)
+    for key in spec:
+        if key not in _JOURNEY_KEYS:
+            problems.append(f"{at}: field {key!r} is not known; allowed: {', '.join(_JOURNEY_KEYS)}")
+    start = spec.get("start")
+    if not isinstance(start, str) or HOP_RE.fullmatch(start) is None:
+        problems.append(f"{at}, field 'start': {start!r} is not a hop name; it {HOP_RULE}")
+        start = None
+    raw_steps = spec.get("steps")
+    if not isinstance(raw_steps, dict) or not raw_steps:
+        problems.append(f"{at}, field 'steps': must be a non-empty mapping of hop -> {{after, within}}")
+        return None
+    if len(raw_steps) > MAX_STEPS:
+        problems.append(f"{at}, field 'steps': has {len(raw_steps)} steps; a journey may have at most {MAX_STEPS}")
+        return None
+    parsed: dict[str, dict[str, object]] = {}
+    for hop, step_spec in raw_steps.items():
+        step = _step(str(hop), step_spec, f"{at}, step {str(hop)!r}", problems)
+        if step is not None:
+            parsed[str(hop)] = step
+    if start is None or len(problems) > before:
+        return None
+    if start in parsed:
+        problems.append(f"{at}, step {start!r}: the start hop cannot also be a step")
+        return None
+    ordered = _order_steps(start, parsed, at, problems)
+    if ordered is None:
+        return None
+    description = spec.get("description", "")
+    complete = spec.get("complete")
+    hops = {start, *parsed}
+    if complete is None:
+        afters = {str(s["after"]) for s in parsed.values()}
+        complete = [hop for hop in parsed if hop not in afters]
+    elif not isinstance(complete, list) or not complete or not all(isinstance(h, str) for h in complete):
+        problems.append(f"{at}, field 'complete': must be a non-empty list of hops of this journey")
+        return None
+    unknown = [h for h in complete if h not in hops]
+    if unknown:
+        problems.append(
+            f"{at}, field 'complete': {', '.join(map(repr, unknown))} is not the start or a step of this "
+            f"journey; known hops: {', '.join(sorted(hops))}"
+        )
+        return None
+    index = {start: 0, **{hop: i + 1 for i, hop in enumerate(ordered)}}
+    steps = [
+        Step(
+            hop,
+            index[hop],
+            str(parsed[hop]["after"]),
+            index[str(parsed[hop]["after"])],
+            int(str(parsed[hop]["within"])),
+            _opt_int(parsed[hop].get("stall_after")),
+            bool(parsed[hop].get("confirmation", False)),
+        )
+        for hop in ordered
+    ]
+    return Journey.build(name, start, steps, list(dict.fromkeys(complete)), str(description or ""))
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def _step(hop: str, spec: object, at: str, problems: list[str]) -> dict[str, object] | None:
+    if HOP_RE.fullmatch(hop) is None:
+        problems.append(f"{at}: not a hop name; it {HOP_RULE}")
+        return None
+    if not isinstance(spec, dict):
+        problems.append(f"{at}: must be a mapping like {{after: checkout.placed, within: 30s}}")
+        return None
+    before = len(problems)
+    for key in spec:
+        if key not in _STEP_KEYS:
+            problems.append(f"{at}: field {key!r} is not known; allowed: {', '.join(_STEP_KEYS)}")
+    out: dict[str, object] = {}
+    after = spec.get("after")
+    if not isinstance(after, str) or HOP_RE.fullmatch(after) is None:
+        problems.append(f"{at}, field 'after': {after!r} is not a hop name; it {HOP_RULE}")
+    out["after"] = after
+    for key in ("within", "stall_after"):
+        if key not in spec:
+            if key == "within":
+                problems.append(f"{at}, field 'within': is required ({DURATION_HELP})")
+            continue
+        try:
+            ms = parse_duration(spec[key])
+        except ValueError:
+            problems.append(f"{at}, field {key!r}: {spec[key]!r} is not {DURATION_HELP}")
+            continue
+        if ms <= 0:
+            problems.append(f"{at}, field {key!r}: must be longer than 0")
+        out[key] = ms
+    within, stall = out.get("within"), out.get("stall_after")
+    if isinstance(within, int) and isinstance(stall, int) and stall >= within:
+        problems.append(f"{at}, field 'stall_after': must be shorter than 'within' ({spec.get('within')})")
+    confirmation = spec.get("confirmation", False)
+    if not isinstance(confirmation, bool):
+        problems.append(f"{at}, field 'confirmation': {confirmation!r} must be true or false")
+    out["confirmation"] = confirmation
+    return out if len(problems) == before else None
+
+
+def _order_steps(start: str, steps: dict[str, dict[str, object]], at: str, problems: list[str]) -> list[str] | None:
+    known = {start, *steps}
+    for hop, spec in steps.items():
+        if spec["after"] not in known:
+            problems.append(
+                f"{at}, step {hop!r}, field 'after': {spec['after']!r} is neither the start nor a step of "
+                f"this journey; known hops: {', '.join(sorted(known))}"
+            )
+    if any(str(s["after"]) not in known for s in steps.values()):
+        return None
+    ordered: list[str] = []
+    placed = {start}
+    frontier = [start]
+    while frontier:
+        parent = frontier.pop(0)
+        for hop, spec in steps.items():
+            if spec["after"] == parent and hop not in placed:
+                placed.add(hop)
+                ordered.append(hop)
+                frontier.append(hop)
+    cyclic = [hop for hop in steps if hop not in placed]
+    if cyclic:
+        problems.append(
+            f"{at}: steps {', '.join(map(repr, cyclic))} wait for each other in a cycle and never for "
+            f"the start {start!r}"
+        )
+        return None
+    return ordered
+
+
+def _learning(spec: object, source: str, problems: list[str]) -> StallLearning:
+    if spec is None:
+        return StallLearning()
+    at = f"{source}: stall_learning"
+    if not isinstance(spec, dict):
+        problems.append(f"{at}: must be a mapping with {', '.join(_LEARNING_KEYS)}")
+        return StallLearning()
+    for key in spec:
+        if key not in _LEARNING_KEYS:
+            problems.append(f"{at}: field {key!r} is not known; allowed: {', '.join(_LEARNING_KEYS)}")
+    default = StallLearning()
+    pct = spec.get("percentile", default.percentile)
+    if isinstance(pct, bool) or not isinstance(pct, int | float) or not 50 <= pct < 100:
+        problems.append(f"{at}, field 'percentile': {pct!r} must be a number from 50 up to (not including) 100")
+        pct = default.percentile
+    factor = spec.get("factor", default.factor)
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not 1 <= factor <= 100:
+        problems.append(f"{at}, field 'factor': {factor!r} must be a number from 1 to 100")
+        factor = default.factor
+    floor = default.floor_ms
+    if "floor" in spec:
+        try:
+            floor = parse_duration(spec["floor"])
+        except ValueError:
+            problems.append(f"{at}, field 'floor': {spec['floor']!r} is not {DURATION_HELP}")
+    samples = spec.get("min_samples", default.min_samples)
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 100_000:
+        problems.append(f"{at}, field 'min_samples': {samples!r} must be a whole number from 1 to 100000")
+        samples = default.min_samples
+    return StallLearning(float(pct), float(factor), floor, samples)
