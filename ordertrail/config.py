@@ -1,0 +1,103 @@
+"""The configuration of ``ordertrail run``: one immutable object, built once at the entry point
+from the command line, then ``ORDERTRAIL_*`` environment variables, then defaults, and passed
+down. Nothing below the entry point reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracer.times import parse_duration
+
+DEFAULT_LISTEN = "127.0.0.1:4320"
+DEFAULT_DATA = ".ordertrail"
+
+
+class ConfigError(ValueError):
+    """A setting is unusable; the message names it, its value and what is allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    journeys: Path
+    host: str = "127.0.0.1"
+    port: int = 4320
+    data_dir: Path = Path(DEFAULT_DATA)
+    bus_url: str = ""  # empty: the embedded log under data_dir/bus
+    store_url: str = ""  # empty: chDB under data_dir/store
+    alertmanager: str | None = None
+    webhook: str | None = None
+    partitions: int = 8
+    max_body_bytes: int = 8 * 1024 * 1024
+    retention_ms: int = 7 * 86_400_000
+    in_flight_ms: int = 250
+    warmup_ms: int = 5_000
+    public_url: str = ""  # how people reach the lookup page, for links in alerts
+
+    @property
+    def store(self) -> str:
+        return self.store_url or f"chdb://{(self.data_dir / 'store').resolve()}"
+
+    @property
+    def lookup_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> RunConfig:
+        def pick(name: str, env: str, default: str = "") -> str:
+            value = getattr(args, name, None)
+            if value not in (None, ""):
+                return str(value)
+            return environ.get(env, default)
+
+        journeys = pick("journeys", "ORDERTRAIL_JOURNEYS")
+        if not journeys:
+            raise ConfigError("--journeys: a journeys file is required (or set ORDERTRAIL_JOURNEYS)")
+        host, port = parse_listen(pick("listen", "ORDERTRAIL_LISTEN", DEFAULT_LISTEN))
+        bus = pick("bus", "ORDERTRAIL_BUS")
+        if bus and not bus.startswith(("kafka://", "local://")):
+            raise ConfigError(
+                f"--bus: {bus!r} is not supported; use kafka://host:port or leave it out for the embedded bus"
+            )
+        store = pick("store", "ORDERTRAIL_STORE")
+        if store and not store.startswith(("chdb://", "http://", "https://")):
+            raise ConfigError(f"--store: {store!r} must be chdb:///dir, http://host:port or https://host:port")
+        retention = pick("retention", "ORDERTRAIL_RETENTION", "7d")
+        try:
+            retention_ms = parse_duration(retention)
+        except ValueError as exc:
+            raise ConfigError(f"--retention: {exc}") from None
+        return cls(
+            journeys=Path(journeys),
+            host=host,
+            port=port,
+            data_dir=Path(pick("data", "ORDERTRAIL_DATA", DEFAULT_DATA)),
+            bus_url=bus,
+            store_url=store,
+            alertmanager=pick("alertmanager", "ORDERTRAIL_ALERTMANAGER") or None,
+            webhook=pick("webhook", "ORDERTRAIL_WEBHOOK") or None,
+            retention_ms=retention_ms,
+            public_url=pick("public_url", "ORDERTRAIL_PUBLIC_URL"),
+        )
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen: {text!r} must be HOST:PORT, e.g. 127.0.0.1:4320 (port 0 picks a free one)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--journeys", help="the journeys file (YAML); env ORDERTRAIL_JOURNEYS")
+    parser.add_argument("--listen", help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN}); env ORDERTRAIL_LISTEN")
+    parser.add_argument("--data", help=f"directory for the embedded bus and store (default {DEFAULT_DATA})")
+    parser.add_argument("--bus", help="kafka://host:port to use Kafka (default: the embedded durable log)")
+    parser.add_argument("--store", help="http(s)://host:port for a ClickHouse server (default: embedded chDB)")
+    parser.add_argument("--alertmanager", help="Alertmanager base URL, e.g. http://127.0.0.1:9093")
+    parser.add_argument("--webhook", help="a URL to POST alerts to as JSON")
+    parser.add_argument("--retention", help="how long an idle open order is held in memory (default 7d)")
+    parser.add_argument("--public-url", dest="public_url", help="the lookup's URL as people reach it (for links)")

@@ -1,0 +1,228 @@
+"""The live stream processor: bus records in, findings and state out, positions committed last.
+
+One cycle (``step``): poll a batch from the consumer → decode each record (bad ones go to the
+dead-letter sink with their reason) → feed the engine, advancing its clock as the partition clock
+allows → write events, findings and order snapshots to the store in one batch → only then commit
+the consumed positions → hand the new findings to the listeners (detectors, alert sinks, logs).
+
+A kill -9 anywhere in that cycle is safe: uncommitted records are read again on restart, the engine
+state is rebuilt from the store's open orders (which already include what was stored), and event-id
+dedupe plus stable finding identities make the replay idempotent.
+
+The clock (``tracer.clock.PartitionClock``) moves with event time, and with wall time only while
+every owned partition is caught up, so a backlog never looks like lost orders.
+
+This module knows the consumer and the store only through the small protocols below.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tracer.clock import PartitionClock
+from tracer.engine import OrderSnapshot, Tracer
+from tracer.errors import EventError, StoreError, TracerError
+from tracer.events import decode_line
+from tracer.model import Finding, HopEvent
+
+log = logging.getLogger("ordertrail.processor")
+
+
+class InputRecord(Protocol):
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes: ...
+
+
+class Source(Protocol):
+    """What the processor needs of a bus consumer."""
+
+    def poll(self, max_records: int, timeout_s: float) -> Sequence[InputRecord]: ...
+    def commit(self, positions: dict[int, int]) -> None: ...
+    def lag(self) -> dict[int, int]: ...  # partition -> records not yet read
+
+
+class Sink(Protocol):
+    """What the processor needs of the store."""
+
+    def write(
+        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+    ) -> None: ...
+    def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]: ...
+
+
+DeadLetter = Callable[[InputRecord, str], None]
+FindingListener = Callable[[list[Finding]], None]
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: list[HopEvent]
+    findings: list[Finding]
+    snapshots: list[OrderSnapshot]
+    positions: dict[int, int]
+
+
+@dataclass(slots=True)
+class ProcessorStats:
+    records: int = 0
+    rejected: int = 0
+    batches: int = 0
+    store_errors: int = 0
+    last_batch_ms: float = 0.0
+    restored_orders: int = 0
+    lag_records: int = 0
+    lag_ms: int = 0
+    ready: bool = False
+
+
+class Processor:
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        tracer: Tracer,
+        clock: PartitionClock,
+        partitions: Iterable[int],
+        *,
+        dead_letter: DeadLetter | None = None,
+        listeners: Sequence[FindingListener] = (),
+        max_records: int = 5000,
+        poll_timeout_s: float = 0.1,
+        advance_every: int = 256,
+    ) -> None:
+        self._source = source
+        self._sink = sink
+        self.tracer = tracer
+        self.clock = clock
+        self.partitions = sorted(partitions)
+        self._dead_letter = dead_letter
+        self._listeners = list(listeners)
+        self._max_records = max_records
+        self._poll_timeout_s = poll_timeout_s
+        self._advance_every = advance_every
+        self.stats = ProcessorStats()
+        self._pending: _Batch | None = None
+        self.lock = threading.Lock()  # held while the engine changes; readers of engine state take it
+        clock.assign(self.partitions)
+
+    def add_listener(self, listener: FindingListener) -> None:
+        self._listeners.append(listener)
+
+    def restore(self) -> int:
+        """Rebuild the open orders of the owned partitions from the store."""
+        snapshots, findings = self._sink.open_orders(self.partitions)
+        with self.lock:
+            n = self.tracer.restore(snapshots, findings)
+        self.stats.restored_orders = n
+        log.info("restored %d open orders of partitions %s", n, self.partitions)
+        return n
+
+    def step(self) -> int:
+        """One poll → process → store → commit cycle. Returns the number of records read.
+
+        If the store write fails, the derived batch is kept and written again by the next call
+        before anything new is read; positions are committed only after it succeeded."""
+        if self._pending is not None:
+            self._flush(self._pending)
+        records = self._source.poll(self._max_records, self._poll_timeout_s)
+        started = time.perf_counter()
+        events: list[HopEvent] = []
+        positions: dict[int, int] = {}
+        tracer, clock = self.tracer, self.clock
+        with self.lock:
+            for n, rec in enumerate(records, 1):
+                positions[rec.partition] = rec.offset + 1
+                try:
+                    ev = decode_line(rec.value)
+                except EventError as exc:
+                    self._reject(rec, str(exc))
+                    continue
+                clock.observe(rec.partition, ev.ts)
+                if n % self._advance_every == 0:
+                    self._advance()
+                tracer.on_event(ev, rec.partition)
+                events.append(ev)
+            self._update_caught_up()
+            self._advance()
+            findings = tracer.drain_findings()
+            snapshots = tracer.drain_snapshots()
+        self.stats.records += len(records)
+        if records or findings:
+            self._flush(_Batch(events, findings, snapshots, positions))
+            self.stats.batches += 1
+            self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
+        return len(records)
+
+    def run(self, stop: threading.Event) -> None:
+        """Restore, then cycle until ``stop`` is set. A store outage pauses the pipeline (nothing
+        is committed, nothing is skipped) and is retried every second."""
+        while not stop.is_set():
+            try:
+                self.restore()
+                break
+            except TracerError as exc:
+                log.error("cannot restore open orders yet (%s); retrying in 1s", exc)
+                stop.wait(1.0)
+        self.stats.ready = True
+        while not stop.is_set():
+            try:
+                self.step()
+            except TracerError as exc:
+                self.stats.store_errors += 1
+                log.error("store write failed (%s); retrying in 1s without committing", exc)
+                stop.wait(1.0)
+        if self._pending is not None:
+            try:
+                self._flush(self._pending)
+            except TracerError as exc:
+                log.error("final store write failed (%s); the records will be read again on restart", exc)
+
+    def _flush(self, batch: _Batch) -> None:
+        self._pending = batch
+        if batch.events or batch.findings or batch.snapshots:
+            try:
+                self._sink.write(batch.events, batch.findings, batch.snapshots)
+            except TracerError:
+                raise
+            except Exception as exc:  # an unexpected driver error is a store error too
+                raise StoreError(f"the store failed: {exc}") from exc
+        if batch.positions:
+            self._source.commit(batch.positions)
+        self._pending = None
+        if batch.findings:
+            for listener in self._listeners:
+                try:
+                    listener(batch.findings)
+                except Exception:  # a listener must never stop the pipeline
+                    log.exception("finding listener %r failed", listener)
+
+    def _reject(self, rec: InputRecord, reason: str) -> None:
+        self.stats.rejected += 1
+        if self._dead_letter is not None:
+            self._dead_letter(rec, reason)
+        else:
+            log.warning("partition %d offset %d rejected: %s", rec.partition, rec.offset, reason)
+
+    def _update_caught_up(self) -> None:
+        lag = self._source.lag()
+        total = 0
+        for p in self.partitions:
+            behind = lag.get(p, 0)
+            total += behind
+            self.clock.set_caught_up(p, behind == 0)
+        self.stats.lag_records = total
+        self.stats.lag_ms = self.clock.lag_ms()
+
+    def _advance(self) -> None:
+        now = self.clock.now()
+        if now is not None:
+            self.tracer.advance(now)
