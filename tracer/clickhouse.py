@@ -1,0 +1,532 @@
+"""The store: hop events, order state and findings in ClickHouse, through clickhouse-connect.
+
+``Store.open(url)`` takes ``chdb:///ABS/DIR`` (embedded chDB, the default; the directory is
+created) or ``http(s)://[user:password@]host:port`` (a ClickHouse server; credentials from the URL,
+else ``ORDERTRAIL_CLICKHOUSE_USER`` / ``ORDERTRAIL_CLICKHOUSE_PASSWORD`` of the ``environ`` mapping
+given to ``open``, read once there). Both go through the same client code. ``open`` creates the
+database and applies the pending migrations of ``tracer/migrations`` (``NNNN_name.sql``, recorded
+in ``schema_migrations``), then sets the TTL of every table to ``ttl_days`` (``None``: no TTL).
+
+Tables (see the migrations): ``hops`` (events by order id, for the lookup), ``otel_traces`` (the
+OpenTelemetry Collector ClickHouse exporter's layout, filled from ``hops`` by a materialized view
+so Grafana's trace view works; never written from Python), ``orders`` (latest ``OrderSnapshot``,
+ReplacingMergeTree by version) and ``findings`` (latest version per (order_id, hop, kind)).
+
+Writes: ``write()`` is one column-oriented insert per table with integer-millisecond times, never
+a query per event, in the order hops → findings → orders, so that a crash between them never
+leaves a stored order whose raised findings are not stored. It returns once chDB or the server
+has the data on disk (synchronous inserts, ``async_insert=0``); a kill -9 after it returned loses
+nothing. Versions are ``time_ns``-based, strictly increasing within the process and across restarts.
+Re-delivered events (same ``event_id``) merge away in the background and are deduplicated by
+the readers until then.
+
+chDB facts, checked with chdb 4.4 / clickhouse-connect 1.12: one process runs one embedded engine,
+on one directory. Several clients (and Stores) on the same directory in one process share it;
+opening a different directory while one is open fails until every client of the first is
+closed. A second process cannot open a directory another process has open (ClickHouse's status
+file lock): ``open`` raises ``StoreError`` saying so. MergeTree tables persist only in a named
+database (not ``default``). The client is not thread-safe: every call here holds the Store's lock,
+so the tracer thread may write while HTTP handler threads query.
+
+This is the only module that imports clickhouse_connect (and through it chdb); it does so lazily,
+so importing it for ``OrderRecord`` costs nothing. ``tracer.memstore.MemStore`` is the in-memory
+fake of the same interface.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote, urlsplit
+
+import msgspec
+
+from tracer.engine import OrderSnapshot
+from tracer.errors import StoreError
+from tracer.model import OPEN, RESOLVED, Finding, HopEvent
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+ENV_USER: Final = "ORDERTRAIL_CLICKHOUSE_USER"
+ENV_PASSWORD: Final = "ORDERTRAIL_CLICKHOUSE_PASSWORD"
+URL_HELP: Final = "chdb:///ABSOLUTE/DIR (embedded) or http(s)://[USER:PASSWORD@]HOST:PORT (ClickHouse server)"
+FINDING_STATUSES: Final = (OPEN, RESOLVED, "all")
+_DATABASE_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_MIGRATION_RE: Final = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+_STATEMENT_END: Final = re.compile(r";[ \t]*(?:\n|$)")
+_SETTINGS: Final = {"async_insert": 0, "max_partitions_per_insert_block": 0}
+_FINAL: Final = " SETTINGS optimize_move_to_prewhere_if_final = 0"  # filters apply to the latest versions
+# Table -> the time column its TTL counts from.
+_TTL_COLUMNS: Final = {
+    "hops": "ts",
+    "otel_traces": "Timestamp",
+    "otel_traces_trace_id_ts": "Start",
+    "orders": "last_ts",
+    "findings": "detected_at",
+}
+
+_EVENT_COLUMNS: Final = tuple(HopEvent.__struct_fields__)
+_FINDING_COLUMNS: Final = tuple(Finding.__struct_fields__)
+_SNAPSHOT_COLUMNS: Final = tuple(OrderSnapshot.__struct_fields__)
+_MS_COLUMNS: Final = frozenset({"ts", "due_at", "detected_at", "resolved_at", "first_ts", "last_ts", "next_due"})
+
+
+def _select(columns: Iterable[str]) -> str:
+    """A select list giving back the struct's fields in order, times as epoch milliseconds."""
+    return ", ".join(f"toUnixTimestamp64Milli(`{c}`)" if c in _MS_COLUMNS else f"`{c}`" for c in columns)
+
+
+_EVENT_SELECT: Final = _select(_EVENT_COLUMNS)
+_FINDING_SELECT: Final = _select(_FINDING_COLUMNS)
+_SNAPSHOT_SELECT: Final = _select(_SNAPSHOT_COLUMNS)
+
+
+class OrderRecord(msgspec.Struct, frozen=True):
+    """Everything stored about one order, for the lookup."""
+
+    snapshot: OrderSnapshot | None  # None when only events exist (e.g. no journey known yet)
+    events: list[HopEvent]  # the whole trail, hops outside journeys too, by (ts, hop), one per event id
+    findings: list[Finding]  # the latest version of each, by detected_at
+
+
+def trail(events: Iterable[HopEvent]) -> list[HopEvent]:
+    """Events of one order, one per event id, in event time order."""
+    unique = {ev.event_id: ev for ev in events}
+    return sorted(unique.values(), key=lambda ev: (ev.ts, ev.hop))
+
+
+def latest(versions: Iterable[tuple[int, Finding]]) -> list[Finding]:
+    """The newest version of each finding identity, by detected_at."""
+    newest: dict[tuple[str, str, str], tuple[int, Finding]] = {}
+    for version, f in versions:
+        key = (f.order_id, f.hop, f.kind)
+        if key not in newest or newest[key][0] <= version:
+            newest[key] = (version, f)
+    return sorted((f for _, f in newest.values()), key=lambda f: (f.detected_at, f.hop, f.kind))
+
+
+def check_finding_status(status: str) -> None:
+    if status not in FINDING_STATUSES:
+        raise ValueError(f"status: {status!r} is not one of {', '.join(FINDING_STATUSES)}")
+
+
+class Store:
+    """ClickHouse (or embedded chDB) storage of ordertrail. Thread-safe; build it with ``open``."""
+
+    def __init__(self, client: Client, database: str, where: str, now_ns: Callable[[], int]) -> None:
+        self._client = client
+        self._db = database
+        self._where = where  # the URL without credentials, for messages
+        self._now_ns = now_ns
+        self._lock = threading.Lock()
+        self._version = 0
+        self._types: dict[str, Sequence[Any]] = {}
+        self.migrations_applied: list[int] = []  # versions this open() applied, in order
+
+    # -- opening --------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        database: str = "ordertrail",
+        ttl_days: int | None = None,
+        environ: Mapping[str, str] = os.environ,
+        now_ns: Callable[[], int] = time.time_ns,
+        connect_timeout_s: float = 10.0,
+    ) -> Store:
+        """Connect, create the database, apply pending migrations and the TTL. Raises StoreError."""
+        if not _DATABASE_RE.fullmatch(database):
+            raise StoreError(f"database: {database!r} must be letters, digits and '_', not starting with a digit")
+        if database == "default":
+            raise StoreError("database: 'default' does not keep MergeTree tables in chDB; name another database")
+        if ttl_days is not None and (isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days < 1):
+            raise StoreError(f"ttl_days: {ttl_days!r} must be a whole number of days ≥ 1, or None for no TTL")
+        client, where = _connect(url, environ, connect_timeout_s)
+        store = cls(client, database, where, now_ns)
+        try:
+            store._migrate()
+            store._apply_ttl(ttl_days)
+            store._version = max(  # a clock that went back since the last run still moves versions on
+                int(r[0])
+                for t in ("orders", "findings")
+                for r in store._rows(f"SELECT max(version) FROM {database}.{t}")
+            )
+            for table in ("hops", "findings", "orders"):
+                store._types[table] = store._column_types(table)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _migrate(self) -> None:
+        db = self._db
+        self._command(f"CREATE DATABASE IF NOT EXISTS {db}")
+        self._command(
+            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, "
+            "applied_at DateTime64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
+        )
+        done = {int(r[0]) for r in self._rows(f"SELECT DISTINCT version FROM {db}.schema_migrations")}
+        for version, name, text in migrations():
+            if version in done:
+                continue
+            for statement in _STATEMENT_END.split(text.replace("{database}", db)):
+                if any(line.strip() and not line.strip().startswith("--") for line in statement.splitlines()):
+                    self._command(statement, f"migration {version:04d}_{name}")
+            self._insert(
+                "schema_migrations",
+                [[version], [name], [self._now_ns() // 1_000_000]],
+                ("version", "name", "applied_at"),
+            )
+            self.migrations_applied.append(version)
+
+    def _apply_ttl(self, ttl_days: int | None) -> None:
+        engines = dict(self._rows(f"SELECT name, engine_full FROM system.tables WHERE database = '{self._db}'"))
+        for table, column in _TTL_COLUMNS.items():
+            current = re.search(r" TTL (.+?)(?: SETTINGS |$)", str(engines.get(table, "")))
+            wanted = None if ttl_days is None else f"toDateTime({column}) + toIntervalDay({ttl_days})"
+            if wanted is not None and (current is None or current.group(1) != wanted):
+                self._command(f"ALTER TABLE {self._db}.{table} MODIFY TTL {wanted}")
+            elif wanted is None and current is not None:
+                self._command(f"ALTER TABLE {self._db}.{table} REMOVE TTL")
+
+    def _column_types(self, table: str) -> Sequence[Any]:
+        names = _INSERT_COLUMNS[table]
+        with self._lock:
+            try:
+                ctx = self._client.create_insert_context(f"{self._db}.{table}", list(names), column_oriented=True)
+            except Exception as exc:
+                raise self._error(f"reading the columns of {table}", exc) from exc
+        return list(ctx.column_types)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def write(
+        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+    ) -> None:
+        """Store one batch: one insert per table. Durable when it returns; raises StoreError."""
+        if not (events or findings or snapshots):
+            return
+        now = self._now_ns()
+        hop_columns = _event_columns(events, snapshots, now // 1_000_000) if events else None
+        with self._lock:
+            version = max(now, self._version + 1)
+            self._version = version + len(findings) + len(snapshots)
+        if hop_columns is not None:
+            self._insert("hops", hop_columns)
+        if findings:
+            columns = [[getattr(f, c) for f in findings] for c in _FINDING_COLUMNS]
+            columns.append(list(range(version, version + len(findings))))
+            self._insert("findings", columns)
+        if snapshots:
+            first = version + len(findings)
+            columns = [[getattr(s, c) for s in snapshots] for c in _SNAPSHOT_COLUMNS]
+            columns.append(list(range(first, first + len(snapshots))))
+            self._insert("orders", columns)
+
+    def _insert(self, table: str, columns: Sequence[Sequence[Any]], names: Sequence[str] | None = None) -> None:
+        with self._lock:
+            try:
+                self._client.insert(
+                    f"{self._db}.{table}",
+                    columns,
+                    column_names=list(names or _INSERT_COLUMNS[table]),
+                    column_types=self._types.get(table) if names is None else None,
+                    column_oriented=True,
+                )
+            except Exception as exc:
+                raise self._error(f"writing {len(columns[0])} rows to {table}", exc) from exc
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def order(self, order_id: str) -> OrderRecord | None:
+        """Everything stored about one order, or None when nothing is."""
+        db, p = self._db, {"oid": order_id}
+        snap = self._rows(
+            f"SELECT {_SNAPSHOT_SELECT} FROM {db}.orders WHERE order_id = {{oid:String}} ORDER BY version DESC LIMIT 1",
+            p,
+        )
+        events = self._rows(f"SELECT {_EVENT_SELECT} FROM {db}.hops WHERE order_id = {{oid:String}}", p)
+        findings = self._rows(
+            f"SELECT {_FINDING_SELECT}, version FROM {db}.findings WHERE order_id = {{oid:String}}", p
+        )
+        if not (snap or events or findings):
+            return None
+        return OrderRecord(
+            _snapshot(snap[0]) if snap else None,
+            trail(HopEvent(*r) for r in events),
+            latest((r[-1], Finding(*r[:-1])) for r in findings),
+        )
+
+    def orders(
+        self, *, customer_id: str | None = None, trace_id: str | None = None, limit: int = 100
+    ) -> list[OrderSnapshot]:
+        """Orders of a customer and/or a trace id (the latest state of each), most recent first.
+        With neither, the most recently active orders."""
+        db = self._db
+        conds: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        for column, value in (("customer_id", customer_id), ("trace_id", trace_id)):
+            if value is not None:
+                conds.append(f"{column} = {{{column}:String}}")
+                params[column] = value
+        if not conds:
+            rows = self._rows(
+                f"SELECT {_SNAPSHOT_SELECT} FROM {db}.orders FINAL ORDER BY last_ts DESC LIMIT {{limit:UInt32}}",
+                params,
+            )
+        else:
+            where = " AND ".join(conds)
+            rows = self._rows(
+                f"SELECT {_SNAPSHOT_SELECT} FROM (SELECT * FROM {db}.orders WHERE order_id IN "
+                f"(SELECT order_id FROM {db}.orders WHERE {where}) ORDER BY version DESC LIMIT 1 BY order_id) "
+                f"WHERE {where} ORDER BY last_ts DESC, order_id LIMIT {{limit:UInt32}}",
+                params,
+            )
+        return [_snapshot(r) for r in rows]
+
+    def findings(
+        self,
+        *,
+        status: str = OPEN,
+        kind: str | None = None,
+        journey: str | None = None,
+        order_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Finding]:
+        """The latest version of each finding matching every filter, most recently detected first."""
+        check_finding_status(status)
+        conds = ["1"]
+        params: dict[str, Any] = {"limit": limit}
+        for column, value in (("status", None if status == "all" else status), ("kind", kind), ("journey", journey)):
+            if value is not None:
+                conds.append(f"{column} = {{{column}:String}}")
+                params[column] = value
+        if order_id is not None:
+            conds.append("order_id = {order_id:String}")
+            params["order_id"] = order_id
+        rows = self._rows(
+            f"SELECT {_FINDING_SELECT} FROM {self._db}.findings FINAL WHERE {' AND '.join(conds)} "
+            f"ORDER BY detected_at DESC, order_id, hop, kind LIMIT {{limit:UInt32}}{_FINAL}",
+            params,
+        )
+        return [Finding(*r) for r in rows]
+
+    def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
+        """The open orders of ``partitions`` (None: all) and their open findings, for ``Tracer.restore``."""
+        db = self._db
+        params: dict[str, Any] = {}
+        where = "`open`"
+        if partitions is not None:
+            params["parts"] = sorted(set(partitions))
+            if not params["parts"]:
+                return [], []
+            where += " AND `partition` IN {parts:Array(UInt32)}"
+        snaps = self._rows(f"SELECT {_SNAPSHOT_SELECT} FROM {db}.orders FINAL WHERE {where}{_FINAL}", params)
+        findings = self._rows(
+            f"SELECT {_FINDING_SELECT} FROM {db}.findings FINAL WHERE status = 'open' AND order_id IN "
+            f"(SELECT order_id FROM {db}.orders FINAL WHERE {where}){_FINAL}",
+            params,
+        )
+        return [_snapshot(r) for r in snaps], [Finding(*r) for r in findings]
+
+    def waiting_at(self, journey: str, hop: str) -> tuple[int, int | None]:
+        """How many open orders of ``journey`` await ``hop`` (the order asked about included), and
+        the earliest last-event time among them (None when there are none)."""
+        rows = self._rows(
+            f"SELECT count(), toUnixTimestamp64Milli(min(last_ts)) FROM {self._db}.orders FINAL "
+            f"WHERE `open` AND journey = {{journey:String}} AND next_hop = {{hop:String}}{_FINAL}",
+            {"journey": journey, "hop": hop},
+        )
+        n = int(rows[0][0])
+        return n, (int(rows[0][1]) if n else None)
+
+    def count_events(self) -> int:
+        """Stored hop events, one per event id."""
+        return int(self._rows(f"SELECT count() FROM {self._db}.hops FINAL")[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the client, under the lock ---------------------------------------------------------------
+
+    def _rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return [tuple(r) for r in self._client.query(sql, parameters=dict(params or {})).result_rows]
+            except Exception as exc:
+                raise self._error("a query", exc) from exc
+
+    def _command(self, sql: str, what: str = "a schema change") -> None:
+        with self._lock:
+            try:
+                self._client.command(sql)
+            except Exception as exc:
+                raise self._error(what, exc) from exc
+
+    def _error(self, what: str, exc: Exception) -> StoreError:
+        return StoreError(f"store {self._where}: {what} failed: {_first_line(exc)}")
+
+
+_INSERT_COLUMNS: Final = {
+    "hops": (*_EVENT_COLUMNS, "ingested_at"),
+    "findings": (*_FINDING_COLUMNS, "version"),
+    "orders": (*_SNAPSHOT_COLUMNS, "version"),
+}
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, SQL) of every migration shipped with the package, in version order."""
+    found = []
+    for entry in resources.files("tracer.migrations").iterdir():
+        m = _MIGRATION_RE.fullmatch(entry.name)
+        if m is not None:
+            found.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _event_columns(events: Sequence[HopEvent], snapshots: Sequence[OrderSnapshot], now_ms: int) -> list[list[Any]]:
+    """Column-oriented hop rows. An event that names no journey or customer takes its order's,
+    when the batch knows it, so the spans of ``otel_traces`` carry them too."""
+    columns: list[list[Any]] = [[getattr(ev, c) for ev in events] for c in _EVENT_COLUMNS]
+    if snapshots:
+        for name in ("journey", "customer_id"):
+            known = {s.order_id: getattr(s, name) for s in snapshots}
+            i = _EVENT_COLUMNS.index(name)
+            columns[i] = [v or known.get(ev.order_id, "") for v, ev in zip(columns[i], events, strict=True)]
+    columns.append([now_ms] * len(events))
+    return columns
+
+
+def _snapshot(row: Sequence[Any]) -> OrderSnapshot:
+    values = list(row)
+    i = _SNAPSHOT_COLUMNS.index("pending")
+    values[i] = [tuple(p.values()) if isinstance(p, dict) else tuple(p) for p in values[i]]  # named tuples: dicts
+    return OrderSnapshot(*values)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]
+
+
+# -- connecting -----------------------------------------------------------------------------------
+
+
+def _connect(url: str, environ: Mapping[str, str], timeout_s: float) -> tuple[Client, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "chdb":
+        return _connect_chdb(url, parts.netloc, unquote(parts.path))
+    if scheme in ("http", "https"):
+        return _connect_http(url, environ, timeout_s)
+    raise StoreError(f"store URL {_redact(url)!r}: scheme {scheme or '(none)'!r} is not supported; use {URL_HELP}")
+
+
+def _connect_chdb(url: str, netloc: str, path: str) -> tuple[Client, str]:
+    if netloc or not path.startswith("/"):
+        raise StoreError(
+            f"store URL {url!r}: a chDB store needs an absolute directory, e.g. chdb:///var/lib/ordertrail"
+        )
+    where = f"chdb://{path}"
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"store {where}: cannot create the directory: {exc.strerror or exc}") from None
+    import clickhouse_connect
+
+    try:
+        client = clickhouse_connect.get_client(dsn=f"chdb://{path}", settings=dict(_SETTINGS))
+    except Exception as exc:
+        text = _first_line(exc)
+        other = re.search(r"already initialized with path '([^']*)'", text)
+        if other is not None:
+            raise StoreError(
+                f"store {where}: this process already runs chDB on {other.group(1)}, and chDB allows one "
+                "directory per process; close every store on that directory first, or use it"
+            ) from None
+        if _locked_by_another_process(Path(path) / "status"):
+            raise StoreError(
+                f"store {where}: the directory is in use by another process (chDB lets one process open a "
+                "directory at a time); stop the other ordertrail, use another --data directory, or share a "
+                "ClickHouse server with --store http://HOST:8123"
+            ) from None
+        raise StoreError(f"store {where}: cannot open chDB: {text}") from None
+    return client, where
+
+
+def _locked_by_another_process(status_file: Path) -> bool:
+    """ClickHouse holds an exclusive lock on ``DIR/status`` while an engine has the directory open."""
+    try:
+        fd = os.open(status_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _connect_http(url: str, environ: Mapping[str, str], timeout_s: float) -> tuple[Client, str]:
+    parts = urlsplit(url)
+    where = _redact(url)
+    if not parts.hostname:
+        raise StoreError(f"store URL {where!r}: names no host; use {URL_HELP}")
+    if parts.path not in ("", "/") or parts.query:
+        raise StoreError(f"store URL {where!r}: a path or query is not supported; use {URL_HELP}")
+    secure = parts.scheme.lower() == "https"
+    try:
+        port = parts.port or (8443 if secure else 8123)
+    except ValueError:
+        raise StoreError(f"store URL {where!r}: the port is not a number from 1 to 65535") from None
+    username = unquote(parts.username) if parts.username else environ.get(ENV_USER, "default")
+    password = unquote(parts.password) if parts.password else environ.get(ENV_PASSWORD, "")
+    import clickhouse_connect
+
+    try:
+        client = clickhouse_connect.get_client(
+            host=parts.hostname,
+            port=port,
+            username=username,
+            password=password,
+            secure=secure,
+            connect_timeout=timeout_s,
+            send_receive_timeout=max(timeout_s, 60.0),
+            settings=dict(_SETTINGS),
+        )
+    except Exception as exc:
+        raise StoreError(
+            f"store {where}: cannot reach the ClickHouse server ({_first_line(exc)}); is it running, and are "
+            f"the host, port and credentials ({ENV_USER}/{ENV_PASSWORD}) right?"
+        ) from None
+    return client, where
+
+
+def _redact(url: str) -> str:
+    """The URL with any password replaced, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
