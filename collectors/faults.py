@@ -156,9 +156,10 @@ def parse_fault(spec: str) -> Fault:
     if cls is None:
         raise FaultSpecError(spec, f"kind {kind!r} is not known; use one of {', '.join(KINDS)} ({SYNTAX})")
     hop = ""
-    if parts and _HOP.fullmatch(parts[0]) and not (cls is StopHop and parts[0] == "lose"):
+    named = bool(parts) and not (cls is StopHop and parts[0] == "lose")
+    if named and _HOP.fullmatch(parts[0]):
         hop = parts.pop(0)
-    elif parts:
+    elif named:
         raise FaultSpecError(spec, f"hop {parts[0]!r} is not a hop name like payment.authorized; {_usage(kind)}")
     elif cls is not BreakConfirmations:
         raise FaultSpecError(spec, f"{kind} needs a hop, like {kind}:payment.authorized; {_usage(kind)}")
