@@ -22,15 +22,8 @@ from string import Template
 from typing import Any
 from urllib.parse import quote
 
-from tracer.lookup import STATUS_LABELS, spoken_duration, wording
+from tracer.lookup import KIND_LABELS, STATUS_LABELS, spoken_duration, wording
 from tracer.times import parse_ts
-
-_KIND_LABELS = {
-    "missing": "Overdue",
-    "stalled": "Slower than usual",
-    "unconfirmed": "Confirmation not sent",
-    "failed": "Failed",
-}
 
 
 @cache
@@ -140,7 +133,7 @@ def _findings(findings: Sequence[Mapping[str, Any]]) -> str:
         late = f.get("late_by_ms")
         late_text = spoken_duration(int(late)) if isinstance(late, int | float) and late else "—"
         rows.append(
-            f"<tr><td>{_e(_KIND_LABELS.get(str(f.get('kind')), f.get('kind')))}</td>"
+            f"<tr><td>{_e(KIND_LABELS.get(str(f.get('kind')), f.get('kind')))}</td>"
             f"<td><code>{_e(f.get('hop'))}</code></td><td>{_when(f.get('due_at'))}</td>"
             f"<td>{_badge(f.get('status'), f.get('status'))}</td><td>{_e(late_text)}</td></tr>"
         )

@@ -129,6 +129,12 @@ STATUS_LABELS: Final[Mapping[str, str]] = {
     UNCONFIRMED: "Not confirmed to the customer",
     FAILED: "Failed",
 }
+KIND_LABELS: Final[Mapping[str, str]] = {
+    MISSING: "Overdue",
+    STALLED: "Slower than usual",
+    UNCONFIRMED: "Confirmation not sent",
+    FAILED: "Failed",
+}
 _SEVERITY: Final = (FAILED, MISSING, UNCONFIRMED, STALLED)  # most severe first
 _WIDER: Final = 3  # this many other orders waiting at the same step make it a wider problem
 
