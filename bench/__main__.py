@@ -4,7 +4,12 @@ write the report (docs/benchmarks.md for a full run of everything).
 The registry ``BENCHES`` lists every benchmark: a name (for ``--only``), the issue whose targets it
 shows, a title, and a function ``(Context) -> Section`` that measures ordertrail next to its
 reference in the same run. To add one (e.g. the live pipeline of issue 3), write a module such as
-``bench/live.py`` with that function and append a ``Bench`` here; the report picks it up.
+``bench/live.py`` with that function and append a ``Bench`` here; the report picks it up. Issue 3
+asks for: ingest events/s over HTTP (1000-event NDJSON batches, ≥ 40k/s on one core), end-to-end
+live throughput, finding delay after deadline (p99 ≤ 1 s), SDK ``track()`` cost on the caller's
+thread (p99 ≤ 10 µs), lookup API p50/p99 at ≥ 1M orders (p99 ≤ 20 ms). Give each its reference
+measured in the same run (e.g. a bare HTTP server accepting the same bodies, a no-op call), and
+sizes in ``bench.Scale`` so ``--quick`` stays short.
 
 A run works in a fresh directory under bench/.work/ and removes it at the end. Numbers in the
 report come from this code only: never edit docs/benchmarks.md by hand.
