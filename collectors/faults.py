@@ -319,6 +319,36 @@ class Ledger:
             found = list(self._effects)
         return [e for e in found if (fault is None or e.fault == fault) and (effect is None or e.effect == effect)]
 
+    def to_wire(self) -> dict[str, object]:
+        """The ledger as JSON: every fault's window, then every effect (times RFC 3339)."""
+        return {
+            "started": None if self.started_ms is None else format_ts(self.started_ms),
+            "faults": [
+                {
+                    "index": w.index,
+                    "fault": w.fault.spec(),
+                    "kind": w.fault.kind,
+                    "hop": w.fault.hop,
+                    "start": format_ts(w.start_ms),
+                    "end": None if w.end_ms is None else format_ts(w.end_ms),
+                }
+                for w in self.windows()
+            ],
+            "effects": [
+                {
+                    "order_id": e.order_id,
+                    "journey": e.journey,
+                    "hop": e.hop,
+                    "fault": e.fault,
+                    "kind": e.kind,
+                    "effect": e.effect,
+                    "at": format_ts(e.at_ms),
+                    "until": None if e.until_ms is None else format_ts(e.until_ms),
+                }
+                for e in self.effects()
+            ],
+        }
+
     def summary(self) -> list[str]:
         """One line per fault: its spec, window and how many orders it touched, by effect."""
         lines = []
