@@ -469,6 +469,12 @@ class Tracer:
     def open_findings(self, oid: str) -> list[Finding]:
         return list(self._open.get(oid, ()))
 
+    def edge(self, journey: str, hop: str) -> EdgeTransit | None:
+        """The learned transit times of the edge into ``hop`` of ``journey``."""
+        j = self.journeys.journeys.get(journey)
+        i = j.index.get(hop) if j is not None else None
+        return self._edges[journey][i] if i is not None else None
+
     def order(self, oid: str) -> OrderState | None:
         return self._orders.get(oid)
 
