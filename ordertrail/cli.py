@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
-from ordertrail import backtest
+from ordertrail import backtest, lookup_cli, run, simulate
 from tracer.errors import JourneysError
 from tracer.journeys import Journey, Journeys, load_journeys
 from tracer.times import format_duration
@@ -59,6 +59,14 @@ COMMANDS: Final = (
         backtest.add_arguments,
         backtest.main,
     ),
+    Command("run", "run the whole pipeline: ingest, tracer, store, lookup API and page", run.add_arguments, run.main),
+    Command(
+        "lookup",
+        "look up one order: what happened and what to tell the customer",
+        lookup_cli.add_arguments,
+        lookup_cli.main,
+    ),
+    Command("simulate", "run a simulated shop with injected faults", simulate.add_arguments, simulate.main),
 )
 
 

@@ -65,11 +65,8 @@ class RunConfig:
         store = pick("store", "ORDERTRAIL_STORE")
         if store and not store.startswith(("chdb://", "http://", "https://")):
             raise ConfigError(f"--store: {store!r} must be chdb:///dir, http://host:port or https://host:port")
-        retention = pick("retention", "ORDERTRAIL_RETENTION", "7d")
-        try:
-            retention_ms = parse_duration(retention)
-        except ValueError as exc:
-            raise ConfigError(f"--retention: {exc}") from None
+        retention_ms = _duration("--retention", pick("retention", "ORDERTRAIL_RETENTION", "7d"))
+        warmup_ms = _duration("--warmup", pick("warmup", "ORDERTRAIL_WARMUP", "5s"), allow_zero=True)
         return cls(
             journeys=Path(journeys),
             host=host,
@@ -80,8 +77,19 @@ class RunConfig:
             alertmanager=pick("alertmanager", "ORDERTRAIL_ALERTMANAGER") or None,
             webhook=pick("webhook", "ORDERTRAIL_WEBHOOK") or None,
             retention_ms=retention_ms,
+            warmup_ms=warmup_ms,
             public_url=pick("public_url", "ORDERTRAIL_PUBLIC_URL"),
         )
+
+
+def _duration(flag: str, text: str, *, allow_zero: bool = False) -> int:
+    try:
+        ms = parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+    if ms == 0 and not allow_zero:
+        raise ConfigError(f"{flag}: must be longer than 0")
+    return ms
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -100,4 +108,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alertmanager", help="Alertmanager base URL, e.g. http://127.0.0.1:9093")
     parser.add_argument("--webhook", help="a URL to POST alerts to as JSON")
     parser.add_argument("--retention", help="how long an idle open order is held in memory (default 7d)")
+    parser.add_argument(
+        "--warmup",
+        help="after start, deadlines follow event time only for this long, while producers that buffered "
+        "during a restart catch up (default 5s); env ORDERTRAIL_WARMUP",
+    )
     parser.add_argument("--public-url", dest="public_url", help="the lookup's URL as people reach it (for links)")

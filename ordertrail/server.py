@@ -188,6 +188,7 @@ def _schema(props: dict[str, Any], required: list[str] | None = None) -> dict[st
 
 
 _STR = {"type": "string"}
+_OPT = {"type": ["string", "null"]}
 _HOP_EVENT = _schema(
     {
         "order_id": {"type": "string", "minLength": 1, "maxLength": 128},
@@ -217,25 +218,24 @@ _FINDING = _schema(
             "due_at",
             "detected_at",
             "status",
-            "resolved_at",
             "trace_id",
-            "customer_id",
         )
     }
-    | {"late_by_ms": {"type": ["integer", "null"]}}
+    | {"resolved_at": _OPT, "customer_id": _OPT, "late_by_ms": {"type": ["integer", "null"]}}
 )
 _ORDER = _schema(
     {
         "order_id": _STR,
-        "journey": _STR,
+        "journey": _OPT,
         "trace_id": _STR,
-        "customer_id": _STR,
+        "customer_id": _OPT,
         "status": {
             "type": "string",
             "enum": ["in_progress", "completed", "missing", "stalled", "unconfirmed", "failed"],
         },
         "explanation": _STR,
-        "hops": {"type": "array", "items": _schema({"hop": _STR, "ts": _STR, "service": _STR, "status": _STR})},
+        "advice": {"type": "string", "description": "what to tell the customer (an addition to CONTRACT §5)"},
+        "hops": {"type": "array", "items": _schema({"hop": _STR, "ts": _STR, "service": _OPT, "status": _STR})},
         "next": {"oneOf": [{"type": "null"}, _schema({"hop": _STR, "due_at": _STR})]},
         "findings": {"type": "array", "items": {"$ref": "#/components/schemas/Finding"}},
         "incident": {"type": ["object", "null"]},

@@ -1,0 +1,214 @@
+"""The running pipeline of ``ordertrail run``: wires the bus, the tracer, the store and the HTTP
+API together (the composition root's one stateful object).
+
+    HTTP /v1/events ──▶ bus producer (durable) ──▶ processor thread: consumer → tracer → store
+                                                         └─▶ finding listeners (log, detectors)
+    HTTP lookups ◀── store (+ the tracer's learned transit times)
+
+It implements ``ordertrail.server.Api``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry
+
+from ordertrail.config import RunConfig
+from ordertrail.metrics import IngestStats, PipelineCollector, render
+from ordertrail.page import render_page
+from tracer.bus import HOPS_TOPIC, Message, Producer
+from tracer.clickhouse import Store
+from tracer.clock import Clock, PartitionClock
+from tracer.engine import Tracer
+from tracer.journeys import Journeys
+from tracer.lookup import build_order_view, explain_unknown, search_views
+from tracer.model import Finding, HopEvent, event_to_wire, format_ts
+from tracer.processor import FindingListener, Processor, Source
+
+log = logging.getLogger("ordertrail.pipeline")
+_ENCODE = msgspec.json.Encoder()
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: RunConfig,
+        journeys: Journeys,
+        *,
+        producer: Producer,
+        source: Source,
+        store: Store,
+        wall: Clock,
+        partitions: Sequence[int],
+        dead_letter: Callable[[Any, str], None] | None = None,
+        listeners: Sequence[FindingListener] = (),
+    ) -> None:
+        self.config = config
+        self.journeys = journeys
+        self.store = store
+        self._producer = producer
+        self._wall = wall
+        self.tracer = Tracer(journeys, retention_ms=config.retention_ms)
+        self.clock = PartitionClock(wall, in_flight_ms=config.in_flight_ms, warmup_ms=config.warmup_ms)
+        self.processor = Processor(
+            source, store, self.tracer, self.clock, partitions, dead_letter=dead_letter, listeners=listeners
+        )
+        self.ingest_stats = IngestStats()
+        self._hop_labels = {hop for j in journeys.journeys.values() for hop in j.hops}
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(PipelineCollector(self.processor, self.ingest_stats))
+        self._waiting_cache: dict[tuple[str, str], tuple[int, tuple[int, int | None]]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.processor.run, args=(self._stop,), name="tracer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # -- server.Api -----------------------------------------------------------------------------
+
+    def ingest(self, events: Sequence[HopEvent]) -> None:
+        encode = _ENCODE.encode
+        self._producer.produce_batch(HOPS_TOPIC, [Message(ev.order_id, encode(event_to_wire(ev))) for ev in events])
+        stats = self.ingest_stats
+        stats.accepted += len(events)
+        per_hop = stats.per_hop
+        labels = self._hop_labels
+        for ev in events:
+            key = (ev.hop if ev.hop in labels else "other", ev.status)
+            per_hop[key] = per_hop.get(key, 0) + 1
+
+    def order_view(self, order_id: str) -> dict[str, Any] | None:
+        record = self.store.order(order_id)
+        if record is None:
+            return None
+        return build_order_view(
+            record,
+            self.journeys,
+            now_ms=self._now(),
+            waiting=self._waiting_at,
+            transit=self.transit,
+            incident=self._incident_of(record.findings),
+        )
+
+    def unknown_order(self, order_id: str) -> dict[str, Any]:
+        return explain_unknown(
+            order_id,
+            [
+                "every hop event received (by order id)",
+                f"the open orders of journeys {', '.join(sorted(self.journeys.journeys))}",
+            ],
+        )
+
+    def search(self, *, customer_id: str | None, trace_id: str | None, limit: int) -> list[dict[str, Any]]:
+        found = self.store.orders(customer_id=customer_id, trace_id=trace_id, limit=limit)
+        return search_views(found, now_ms=self._now())
+
+    def findings(self, *, status: str, kind: str | None, journey: str | None, limit: int) -> list[dict[str, Any]]:
+        return [f.to_wire() for f in self.store.findings(status=status, kind=kind, journey=journey, limit=limit)]
+
+    def incidents(self) -> list[dict[str, Any]]:
+        return group_incidents(self.store.findings(status="open", limit=10_000), self.config.lookup_url)
+
+    def metrics(self) -> tuple[bytes, str]:
+        return render(self.registry), "text/plain; version=0.0.4; charset=utf-8"
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        s = self.processor.stats
+        return s.ready, {
+            "restored_orders": s.restored_orders,
+            "lag_records": s.lag_records,
+            "open_orders": len(self.tracer),
+        }
+
+    def page(self, query: str) -> str:
+        if not query:
+            return render_page(None, query="", error=None, searched=None)
+        view = self.order_view(query)
+        if view is not None:
+            return render_page(view, query=query, error=None, searched=None)
+        found = self.search(customer_id=query, trace_id=None, limit=50)
+        if not found and len(query) == 32:
+            found = self.search(customer_id=None, trace_id=query.lower(), limit=50)
+        if found:
+            return render_page(None, query=query, error=None, searched=found)
+        return render_page(None, query=query, error=self.unknown_order(query)["explanation"], searched=None)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def transit(self, journey: str, hop: str) -> tuple[int, int] | None:
+        """The learned (p50, p99) transit time of the edge into ``hop``, if learned yet."""
+        j = self.journeys.journeys.get(journey)
+        if j is None or hop not in j.index:
+            return None
+        with self.processor.lock:
+            edge = self.tracer.edge(journey, hop)
+            samples = edge.recent() if edge is not None else []
+        if len(samples) < 10:
+            return None
+        samples.sort()
+        return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+    def _waiting_at(self, journey: str, hop: str) -> tuple[int, int | None]:
+        """How many open orders wait at a step, cached for a few seconds: it scans the open
+        orders, and one answer serves every lookup of an incident."""
+        key = (journey, hop)
+        now = self._wall.now_ms()
+        hit = self._waiting_cache.get(key)
+        if hit is not None and now - hit[0] < 5_000:
+            return hit[1]
+        answer = self.store.waiting_at(journey, hop)
+        self._waiting_cache[key] = (now, answer)
+        return answer
+
+    def _incident_of(self, findings: list[Finding]) -> dict[str, Any] | None:
+        open_ = [f for f in findings if f.status == "open"]
+        if not open_:
+            return None
+        worst = open_[0]
+        for inc in self.incidents():
+            if inc["journey"] == worst.journey and inc["hop"] == worst.hop and inc["kind"] == worst.kind:
+                return inc
+        return None
+
+    def _now(self) -> int:
+        now = self.clock.now()
+        return now if now is not None else self._wall.now_ms()
+
+
+def group_incidents(findings: list[Finding], lookup_url: str) -> list[dict[str, Any]]:
+    """Open findings grouped by (journey, hop, kind): the blast radius of each problem."""
+    groups: dict[tuple[str, str, str], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.journey, f.hop, f.kind), []).append(f)
+    out = []
+    for (journey, hop, kind), fs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        customers = {f.customer_id for f in fs if f.customer_id}
+        first = min(f.detected_at for f in fs)
+        out.append(
+            {
+                "id": f"{journey}/{hop}/{kind}",
+                "journey": journey,
+                "hop": hop,
+                "kind": kind,
+                "after": fs[0].after,
+                "orders": len(fs),
+                "customers": len(customers),
+                "since": format_ts(first),
+                "example_orders": sorted(f.order_id for f in fs)[:10],
+                "lookup": f"{lookup_url}/?q={sorted(f.order_id for f in fs)[0]}",
+            }
+        )
+    return out

@@ -1,0 +1,121 @@
+"""``ordertrail run``: the whole pipeline in one process (CONTRACT §4).
+
+Builds the configuration once (arguments > ``ORDERTRAIL_*`` environment > defaults), opens the
+bus and the store, restores the tracer's open orders, and serves the HTTP API until SIGTERM or
+SIGINT; then stops accepting, lets the tracer write and commit what it has, and closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from ordertrail.config import ConfigError, RunConfig, add_run_arguments
+from tracer.errors import JourneysError, TracerError
+
+log = logging.getLogger("ordertrail.run")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ORDERTRAIL_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default info)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = RunConfig.from_args(args, os.environ)
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    try:
+        with running(config) as (_, serve):
+            log.info("ordertrail is serving on %s (lookup page, API, /metrics)", config.lookup_url)
+            serve()
+    except JourneysError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"error: {problem}\n")
+        return 2
+    except TracerError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    return 0
+
+
+@contextmanager
+def running(
+    config: RunConfig, *, listeners: tuple[Callable[..., None], ...] = ()
+) -> Iterator[tuple[object, Callable[[], None]]]:
+    """Open every part, start the tracer thread, and yield (pipeline, serve). ``serve()`` blocks
+    in the HTTP server until a signal; leaving the context stops and closes everything in order."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn raises a captured SIGTERM again after its shutdown, which would kill the
+            # process before the tracer writes and commits its last batch. Shut down in order
+            # instead, and exit 0.
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    from ordertrail.pipeline import Pipeline
+    from ordertrail.server import create_app
+    from tracer.bus import HOPS_TOPIC, DeadLetters
+    from tracer.clickhouse import Store
+    from tracer.clock import WallClock
+    from tracer.journeys import load_journeys
+    from tracer.localbus import LocalBus
+
+    journeys = load_journeys(config.journeys)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    bus = LocalBus(config.data_dir / "bus")
+    store = None
+    pipeline = None
+    try:
+        store = Store.open(config.store)
+        consumer = bus.consumer(HOPS_TOPIC, "ordertrail-tracer")
+        pipeline = Pipeline(
+            config,
+            journeys,
+            producer=bus,
+            source=consumer,
+            store=store,
+            wall=WallClock(),
+            partitions=bus.partitions(HOPS_TOPIC),
+            dead_letter=DeadLetters(bus),
+            listeners=listeners,
+        )
+        pipeline.start()
+        app = create_app(pipeline, max_body_bytes=config.max_body_bytes)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=config.port,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
+        yield pipeline, server.run
+    finally:
+        if pipeline is not None:
+            pipeline.stop()
+        if store is not None:
+            store.close()
+        bus.close()
