@@ -4,8 +4,9 @@ with faults injected on a schedule, and a summary of what was injected at the en
 Two modes:
 
 * real time (default): orders arrive at ``--rate`` per second and every hop is sent when it
-  happens, in NDJSON batches to ``--url``'s ``POST /v1/events`` from a background thread, until
-  ``--duration`` is over or Ctrl-C. The server is probed first (``GET /healthz``).
+  happens, through the SDK's client (``collectors.sdk.Client.emit``: background NDJSON batches to
+  ``--url``'s ``POST /v1/events``, retries, drops counted), until ``--duration`` is over or Ctrl-C.
+  The server is probed first (``GET /healthz``). Other ``ORDERTRAIL_*`` SDK settings apply.
 * offline: ``--ndjson FILE`` (``-`` for stdout) writes ``--duration`` of events from ``--start``
   (default: now) as fast as it can, in event-time order — a day of events for ``ordertrail
   backtest``. The same ``--seed`` and ``--start`` give the same file.
@@ -14,8 +15,8 @@ The shop matches ``ordertrail/demo_journeys.yaml``; ``--journeys-out FILE`` writ
 ``ordertrail run --journeys FILE`` or ``backtest``. ``--ledger FILE`` writes what the faults did
 (every fault's window and every order it touched) as JSON, to compare with what was detected.
 
-Exit status: 0 done (also after Ctrl-C), 1 some events could not be delivered, 2 unusable arguments
-or an unreachable server.
+Exit status: 0 done (also after Ctrl-C), 1 some events were not delivered or were rejected, 2
+unusable arguments or an unreachable server.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import IO, Final, TextIO
 
@@ -37,6 +37,7 @@ import msgspec
 
 from collectors.faults import Fault, FaultSpecError, Ledger, parse_schedule
 from collectors.faults import __doc__ as _FAULTS_DOC
+from collectors.sdk import Client, SdkConfig, SdkConfigError, Transport
 from collectors.simulator import RunStats, Simulation, demo_shop
 from tracer.journeys import parse_journeys
 from tracer.model import format_ts, now_ms
@@ -47,9 +48,6 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 DEFAULT_URL: Final = "http://127.0.0.1:4320"
 _JSON: Final = msgspec.json.Encoder()
-
-# (url, body or None for a GET) -> (HTTP status, response body); raises OSError when unreachable.
-Send = Callable[[str, bytes | None], tuple[int, bytes]]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,12 +88,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1000, help="events per HTTP request (default 1000)")
 
 
+def probe_healthz(url: str) -> None:
+    """``GET {url}/healthz``; raises OSError when nothing answers there (an HTTP error status is an answer)."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5):
+            pass
+    except urllib.error.HTTPError:
+        pass
+
+
 def main(
     args: argparse.Namespace,
     *,
-    send: Send | None = None,
+    transport: Transport | None = None,
+    probe: Callable[[str], None] = probe_healthz,
     clock: Callable[[], float] = time.time,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     env = os.environ if environ is None else environ
     problems: list[str] = []
@@ -137,7 +145,7 @@ def main(
         status = _offline(simulation, args.ndjson, start_ms if start_ms is not None else now_ms(), duration_ms)
     else:
         url = (args.url or env.get("ORDERTRAIL_URL") or DEFAULT_URL).rstrip("/")
-        status = _realtime(simulation, url, duration_ms, args, send or urllib_send, clock)
+        status = _realtime(simulation, url, duration_ms, args, env, transport, probe, clock)
     if status == EXIT_USAGE:
         return status
     if args.ledger is not None:
@@ -207,19 +215,27 @@ def _realtime(
     url: str,
     duration_ms: int | None,
     args: argparse.Namespace,
-    send: Send,
+    env: Mapping[str, str],
+    transport: Transport | None,
+    probe: Callable[[str], None],
     clock: Callable[[], float],
 ) -> int:
     try:
-        send(f"{url}/healthz", None)
+        probe(url)
     except OSError as exc:
         return _usage([f"--url: {url} cannot be reached ({exc}); start `ordertrail run` first or give --url"])
-    poster = BatchPoster(f"{url}/v1/events", send, batch=args.batch)
+    try:
+        config = SdkConfig.load(
+            env, url=url, service="shop-simulator", batch=args.batch, buffer=100_000, flush_interval=0.2
+        )
+    except SdkConfigError as exc:
+        return _usage([f"--url: {exc}"])
+    client = Client(config, transport=transport)
     stop = threading.Event()
     outcome: list[RunStats] = []
     runner = threading.Thread(
         target=lambda: outcome.append(
-            simulation.run_realtime(poster.emit, stop=stop, duration_ms=duration_ms, drain=args.drain, clock=clock)
+            simulation.run_realtime(client.emit, stop=stop, duration_ms=duration_ms, drain=args.drain, clock=clock)
         ),
         name="simulator",
         daemon=True,
@@ -234,12 +250,15 @@ def _realtime(
     except KeyboardInterrupt:
         stop.set()
         runner.join(5.0)
-    poster.close(10.0)
+    client.shutdown(10.0)
     stats = outcome[0] if outcome else RunStats()
-    sys.stdout.write(summary(stats, simulation.ledger, poster.describe()) + "\n")
-    for problem in poster.errors:
-        sys.stderr.write(f"warning: {problem}\n")
-    return EXIT_OK if poster.failed == poster.dropped == 0 else EXIT_FAILED
+    sdk = client.stats()
+    lost = sdk.dropped_full + sdk.dropped_failed + sdk.invalid
+    delivery = f"posted to {url}: {sdk.sent:,} accepted, {sdk.rejected_by_server:,} rejected"
+    if lost:
+        delivery += f", {lost:,} not delivered ({sdk.dropped_full:,} buffer full, {sdk.dropped_failed:,} failed)"
+    sys.stdout.write(summary(stats, simulation.ledger, delivery) + "\n")
+    return EXIT_OK if lost == 0 and sdk.rejected_by_server == 0 else EXIT_FAILED
 
 
 def summary(stats: RunStats, ledger: Ledger, delivery: str) -> str:
@@ -263,126 +282,3 @@ def _usage(problems: list[str], stderr: TextIO | None = None) -> int:
     for problem in problems:
         err.write(f"error: {problem}\n")
     return EXIT_USAGE
-
-
-def urllib_send(url: str, body: bytes | None) -> tuple[int, bytes]:
-    """One HTTP request; HTTP errors are returned as statuses, unreachable servers raise OSError."""
-    headers = {"Content-Type": "application/x-ndjson"} if body is not None else {}
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST" if body is not None else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), bytes(exc.read())
-
-
-class BatchPoster:
-    """Hop events to ``POST /v1/events`` as NDJSON batches from a background thread.
-
-    ``emit`` only appends to a bounded buffer: it never blocks or raises, and counts what it drops
-    when the buffer is full. A batch is retried with backoff when the server is unreachable or
-    answers 5xx; a 4xx answer is not retried. Counters say what happened to every event."""
-
-    def __init__(
-        self,
-        url: str,
-        send: Send,
-        *,
-        batch: int = 1000,
-        interval_s: float = 0.2,
-        max_buffered: int = 100_000,
-        retries: int = 3,
-        backoff_s: float = 0.2,
-    ) -> None:
-        self.url = url
-        self._send = send
-        self._batch = batch
-        self._interval_s = interval_s
-        self._max = max_buffered
-        self._retries = retries
-        self._backoff_s = backoff_s
-        self._buffer: deque[dict[str, object]] = deque()
-        self._wake = threading.Event()
-        self._closing = threading.Event()
-        self.accepted = 0
-        self.rejected = 0
-        self.failed = 0  # in batches the server never took
-        self.dropped = 0  # the buffer was full
-        self.errors: list[str] = []  # the first few problems, for the user
-        self._thread = threading.Thread(target=self._loop, name="simulate-poster", daemon=True)
-        self._thread.start()
-
-    def emit(self, event: dict[str, object]) -> None:
-        if len(self._buffer) >= self._max:
-            self.dropped += 1
-            return
-        self._buffer.append(event)
-        if len(self._buffer) >= self._batch:
-            self._wake.set()
-
-    def close(self, timeout_s: float) -> None:
-        """Send what is buffered, then stop (waiting at most ``timeout_s``)."""
-        self._closing.set()
-        self._wake.set()
-        self._thread.join(timeout_s)
-
-    def describe(self) -> str:
-        parts = [f"posted to {self.url}: {self.accepted:,} accepted, {self.rejected:,} rejected"]
-        if self.failed:
-            parts.append(f"{self.failed:,} not delivered")
-        if self.dropped:
-            parts.append(f"{self.dropped:,} dropped (buffer full)")
-        return ", ".join(parts)
-
-    def _loop(self) -> None:
-        while True:
-            closing = self._closing.is_set()
-            self._wake.wait(self._interval_s)
-            self._wake.clear()
-            buffer = self._buffer
-            while buffer:
-                items = [buffer.popleft() for _ in range(min(len(buffer), self._batch))]
-                if not self._post(items) and self._closing.is_set():
-                    self.failed += len(buffer)
-                    buffer.clear()
-            if closing:
-                return
-
-    def _post(self, items: list[dict[str, object]]) -> bool:
-        """One batch; False when it could not be delivered."""
-        body = b"\n".join(_JSON.encode(e) for e in items) + b"\n"
-        problem = ""
-        for attempt in range(self._retries + 1):
-            if attempt:
-                self._closing.wait(self._backoff_s * 2 ** (attempt - 1))
-            try:
-                status, answer = self._send(self.url, body)
-            except OSError as exc:
-                problem = f"{self.url}: {exc}"
-                continue
-            if status == 202:
-                self._count(answer, len(items))
-                return True
-            problem = f"{self.url} answered {status}: {answer[:200].decode(errors='replace')}"
-            if status < 500:
-                break
-        self.failed += len(items)
-        self._note(problem)
-        return False
-
-    def _count(self, answer: bytes, n: int) -> None:
-        try:
-            reply = json.loads(answer)
-            accepted = int(reply["accepted"])
-            rejected = list(reply.get("rejected", []))
-        except (ValueError, KeyError, TypeError):
-            self.accepted += n
-            return
-        self.accepted += accepted
-        self.rejected += len(rejected)
-        for item in rejected[:3]:
-            self._note(f"rejected: {item}")
-
-    def _note(self, problem: str) -> None:
-        if len(self.errors) < 10:
-            self.errors.append(problem)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from collectors.sdk import MemoryTransport, SendResult
 from ordertrail import simulate
-from ordertrail.simulate import BatchPoster
 from tracer.events import decode_batch
 from tracer.journeys import load_journeys
 
@@ -20,23 +20,14 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-class FakeServer:
-    """``send`` for the command: answers 202 like ``POST /v1/events`` and keeps what it got."""
+class Probe:
+    """``probe`` for the command: the server answers, and the URLs asked are kept."""
 
     def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.gets: list[str] = []
+        self.urls: list[str] = []
 
-    def __call__(self, url: str, body: bytes | None) -> tuple[int, bytes]:
-        if body is None:
-            self.gets.append(url)
-            return 200, b"ok"
-        self.bodies.append(body)
-        n = len(decode_batch(body).events)
-        return 202, json.dumps({"accepted": n, "rejected": []}).encode()
-
-    def events(self) -> int:
-        return sum(len(decode_batch(b).events) for b in self.bodies)
+    def __call__(self, url: str) -> None:
+        self.urls.append(url)
 
 
 OFFLINE = (
@@ -86,70 +77,36 @@ def test_offline_writes_the_same_events_for_a_seed_with_ledger_and_journeys(
 def test_unusable_arguments_exit_2_naming_the_option(
     argv: tuple[str, ...], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert simulate.main(parse(*argv), send=FakeServer()) == 2
+    assert simulate.main(parse(*argv), transport=MemoryTransport(), probe=Probe()) == 2
     assert says in capsys.readouterr().err
 
 
-def test_realtime_posts_every_event_in_batches_and_prints_the_ledger(capsys: pytest.CaptureFixture[str]) -> None:
-    server = FakeServer()
+def test_realtime_sends_every_event_through_the_sdk_and_prints_the_ledger(capsys: pytest.CaptureFixture[str]) -> None:
+    transport, probe = MemoryTransport(), Probe()
     argv = ("--url", "http://shop.test/", "--rate", "100", "--duration", "400ms", "--fault", "break", "--batch", "50")
-    assert simulate.main(parse(*argv), send=server) == 0
-    assert server.gets == ["http://shop.test/healthz"]
+    assert simulate.main(parse(*argv), transport=transport, probe=probe) == 0
+    assert probe.urls == ["http://shop.test"]
     out = capsys.readouterr().out
-    sent = server.events()
-    assert sent > 30
+    sent = len(transport.delivered)
+    assert sent > 30 and all(len(b.splitlines()) <= 50 for b in transport.bodies)
+    assert {e["service"] for e in transport.delivered} >= {"checkout", "payments"}
     assert f"{sent:,} events" in out and f"{sent:,} accepted, 0 rejected" in out
     assert "break@0s: " in out
 
 
+def test_realtime_exits_1_when_events_are_not_delivered(capsys: pytest.CaptureFixture[str]) -> None:
+    refused = MemoryTransport([SendResult("fail", detail="413")] * 1000)
+    assert simulate.main(parse("--rate", "50", "--duration", "200ms"), transport=refused, probe=Probe()) == 1
+    assert "not delivered" in capsys.readouterr().out
+
+
 def test_realtime_refuses_a_server_it_cannot_reach(capsys: pytest.CaptureFixture[str]) -> None:
-    def unreachable(url: str, body: bytes | None) -> tuple[int, bytes]:
+    def unreachable(url: str) -> None:
         raise ConnectionRefusedError(111, "Connection refused")
 
-    assert simulate.main(parse("--duration", "1s"), send=unreachable, environ={"ORDERTRAIL_URL": "http://h:1"}) == 2
+    argv = parse("--duration", "1s")
+    assert simulate.main(argv, probe=unreachable, environ={"ORDERTRAIL_URL": "http://h:1"}) == 2
     assert "--url: http://h:1 cannot be reached" in capsys.readouterr().err
-
-
-def event(n: int) -> dict[str, object]:
-    return {"order_id": f"W-{n}", "hop": "checkout.placed", "ts": 1_795_334_400_000 + n}
-
-
-def test_the_poster_retries_server_errors_and_does_not_retry_refusals() -> None:
-    answers = [(503, b"busy"), (202, b'{"accepted": 2, "rejected": []}'), (413, b"too large")]
-    calls: list[bytes] = []
-
-    def send(url: str, body: bytes | None) -> tuple[int, bytes]:
-        assert body is not None
-        calls.append(body)
-        return answers.pop(0)
-
-    poster = BatchPoster("http://h/v1/events", send, batch=2, interval_s=0.01, backoff_s=0.01)
-    poster.emit(event(1))
-    poster.emit(event(2))
-    poster.close(2.0)
-    assert (poster.accepted, poster.failed, len(calls)) == (2, 0, 2)
-    poster = BatchPoster("http://h/v1/events", send, batch=2, interval_s=0.01, backoff_s=0.01)
-    poster.emit(event(3))
-    poster.close(2.0)
-    assert (poster.accepted, poster.failed, len(calls)) == (0, 1, 3)
-    assert poster.errors == ["http://h/v1/events answered 413: too large"]
-
-
-def test_the_poster_never_blocks_and_counts_what_a_full_buffer_drops() -> None:
-    release = threading.Event()
-
-    def stuck(url: str, body: bytes | None) -> tuple[int, bytes]:
-        release.wait(5)
-        raise ConnectionRefusedError(111, "Connection refused")
-
-    poster = BatchPoster("http://h/v1/events", stuck, batch=1, max_buffered=3, interval_s=0.01, retries=0)
-    for n in range(10):
-        poster.emit(event(n))
-    assert poster.dropped >= 6
-    release.set()
-    poster.close(2.0)
-    assert poster.failed + poster.dropped == 10
-    assert "not delivered" in poster.describe() and "dropped (buffer full)" in poster.describe()
 
 
 @pytest.mark.integration
