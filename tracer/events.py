@@ -64,6 +64,7 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True):
 _ARRAY = msgspec.json.Decoder(list[_Wire])
 _ONE = msgspec.json.Decoder(_Wire)
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+_BOM: Final = "\ufeff".encode()
 
 
 class Batch(msgspec.Struct):
@@ -76,6 +77,8 @@ class Batch(msgspec.Struct):
 def decode_batch(body: bytes | str) -> Batch:
     """A JSON array or NDJSON of hop events. Raises BodyError when the body is not JSON at all."""
     data = body.encode() if isinstance(body, str) else body
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]  # some Windows tools write one; it is not part of the JSON
     stripped = data.lstrip()
     if stripped.startswith(b"["):
         return _decode_array(data)
@@ -87,7 +90,7 @@ def decode_line(line: bytes | str) -> HopEvent:
     try:
         wire = _ONE.decode(line)
     except msgspec.ValidationError as exc:
-        raise _from_msgspec(str(exc)) from None
+        raise _from_msgspec(str(exc), msgspec.json.decode(line)) from None
     except msgspec.DecodeError as exc:
         raise EventError("body", ABSENT, f"is not a JSON object ({exc})") from None
     return _checked(wire)
@@ -98,7 +101,7 @@ def validate(obj: Mapping[str, object]) -> HopEvent:
     try:
         wire = msgspec.convert(obj, _Wire)
     except msgspec.ValidationError as exc:
-        raise _from_msgspec(str(exc)) from None
+        raise _from_msgspec(str(exc), obj) from None
     return _checked(wire)
 
 
@@ -181,7 +184,7 @@ def _checked(w: _Wire) -> HopEvent:
     service = w.service or ""
     if w.service is not None and not (0 < len(service) <= MAX_ID and service.isprintable()):
         raise EventError(SERVICE, w.service, "must be 1–128 printable characters")
-    status = w.status or STATUS_OK
+    status = STATUS_OK if w.status is None else w.status
     if status != STATUS_OK and status != STATUS_ERROR:
         raise EventError(STATUS, w.status, "must be 'ok' or 'error'")
     journey = w.journey or ""
@@ -220,27 +223,56 @@ def _check_attrs(attrs: dict[str, str]) -> None:
 
 
 _MSGSPEC_AT = re.compile(r" - at `\$(?:\[\d+\])?\.?([^`]*)`$")
+_TYPE_RULES: Final = {
+    ORDER_ID: "must be a string of 1–128 printable characters",
+    HOP: "must be a string matching [a-z0-9_.-]{1,64}, e.g. payment.authorized",
+    EVENT_ID: "must be a string of 1–128 printable characters",
+    TRACE_ID: "must be a string of 32 lowercase hex digits",
+    SPAN_ID: "must be a string of 16 lowercase hex digits",
+    PARENT_SPAN_ID: "must be a string of 16 lowercase hex digits",
+    SERVICE: "must be a string of 1–128 printable characters",
+    STATUS: "must be 'ok' or 'error'",
+    JOURNEY: "must be a string: a journey name of 1–64 printable characters",
+    CUSTOMER_ID: "must be a string of 1–128 printable characters",
+}
+_ATTRS_RULE: Final = "must be an object of string keys to string values"
 
 
-def _from_msgspec(message: str) -> EventError:
-    """Turn msgspec's message into one that names the field, the value and the rule."""
+def _from_msgspec(message: str, item: object) -> EventError:
+    """Turn msgspec's message into one that names the field, the value and the rule. ``item`` is
+    the offending event as plain JSON data, to show the value (this is the error path: no hurry)."""
     where = _MSGSPEC_AT.search(message)
     path = where.group(1) if where else ""
     text = message[: where.start()] if where else message
     if text.startswith("Object contains unknown field"):
         name = text.split("`")[1]
-        return EventError(name, ABSENT, f"is not a hop event field; allowed: {', '.join(EVENT_FIELDS)}")
+        value = item.get(name, ABSENT) if isinstance(item, Mapping) else ABSENT
+        return EventError(name, value, f"is not a hop event field; allowed: {', '.join(EVENT_FIELDS)}")
     if text.startswith("Object missing required field"):
         name = text.split("`")[1]
         return EventError(name, ABSENT, "is required")
-    if text.startswith("Expected `object`"):
-        return EventError("event", ABSENT, f"must be a JSON object with the fields {', '.join(EVENT_FIELDS)}")
-    field = path.split(".")[0] if path else "event"
-    if field.startswith(ATTRS) or path.startswith(ATTRS):
-        return EventError(ATTRS, ABSENT, "must be an object of string keys to string values")
+    if not isinstance(item, Mapping):
+        return EventError("event", item, f"must be a JSON object with the fields {', '.join(EVENT_FIELDS)}")
+    if path == "" and "key" in message:
+        bad = next((k for k in item if not isinstance(k, str)), ABSENT)
+        return EventError("event", bad, "field names must be strings")
+    field = path.split(".")[0].split("[")[0] if path else "event"
+    value = item.get(field, ABSENT)
+    if field == ATTRS:
+        if isinstance(value, Mapping):
+            bad = next(((k, v) for k, v in value.items() if not isinstance(v, str)), None)
+            if bad is not None:
+                return EventError(
+                    f"{ATTRS}.{str(bad[0])[:MAX_ATTR_KEY]}", bad[1], "must be a string (attrs map strings to strings)"
+                )
+        return EventError(ATTRS, value, _ATTRS_RULE)
     if field == TS:
-        return EventError(TS, ABSENT, "must be RFC 3339 (2026-11-22T10:02:03.123Z) or epoch milliseconds")
-    return EventError(field, ABSENT, text[0].lower() + text[1:] if text else "is invalid")
+        try:
+            parse_ts(value)
+        except ValueError as exc:
+            return EventError(TS, ABSENT, str(exc))
+    rule = _TYPE_RULES.get(field, text[0].lower() + text[1:] if text else "is invalid")
+    return EventError(field, value, f"{rule} ({text[0].lower() + text[1:]})" if text else rule)
 
 
 __all__ = ["Batch", "decode_batch", "decode_line", "validate"]

@@ -24,6 +24,7 @@ _JOURNEY_KEYS: Final = ("start", "steps", "complete", "description")
 _STEP_KEYS: Final = ("after", "within", "stall_after", "confirmation")
 _TOP_KEYS: Final = ("journeys", "stall_learning")
 _LEARNING_KEYS: Final = ("percentile", "factor", "floor", "min_samples")
+MAX_WITHIN_MS: Final = 366 * 86_400_000  # deadlines stay far inside int64 milliseconds
 MAX_STEPS: Final = 31  # per-order state keeps two finding bits per hop in one 64-bit word
 
 
@@ -119,7 +120,7 @@ def load_journeys(path: str | Path) -> Journeys:
 
 def parse_journeys(text: str, source: str = "<journeys>") -> Journeys:
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_Loader)  # a SafeLoader that refuses repeated keys
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
@@ -148,6 +149,32 @@ def parse_journeys(text: str, source: str = "<journeys>") -> Journeys:
     return Journeys(journeys, by_hop, shared, learning, source)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error: YAML keeps the last
+    silently, and a second journey or step of the same name hides the first."""
+
+
+def _unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[object, object]:
+    seen: dict[object, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:
+            continue  # an unhashable key: the constructor below reports it
+        seen[key] = key_node.start_mark.line
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{key!r} is given twice (first on line {first + 1})", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)
+
+
 def _journey(name: str, spec: object, source: str, problems: list[str]) -> Journey | None:
     at = f"{source}: journey {name!r}"
     if JOURNEY_NAME_RE.fullmatch(name) is None:
@@ -161,7 +188,9 @@ def _journey(name: str, spec: object, source: str, problems: list[str]) -> Journ
         if key not in _JOURNEY_KEYS:
             problems.append(f"{at}: field {key!r} is not known; allowed: {', '.join(_JOURNEY_KEYS)}")
     start = spec.get("start")
-    if not isinstance(start, str) or HOP_RE.fullmatch(start) is None:
+    if start is None:
+        problems.append(f"{at}, field 'start': is required (the hop that opens an order of this journey)")
+    elif not isinstance(start, str) or HOP_RE.fullmatch(start) is None:
         problems.append(f"{at}, field 'start': {start!r} is not a hop name; it {HOP_RULE}")
         start = None
     raw_steps = spec.get("steps")
@@ -185,13 +214,16 @@ def _journey(name: str, spec: object, source: str, problems: list[str]) -> Journ
     if ordered is None:
         return None
     description = spec.get("description", "")
+    if not isinstance(description, str):
+        problems.append(f"{at}, field 'description': {description!r} must be text")
+        return None
     complete = spec.get("complete")
     hops = {start, *parsed}
     if complete is None:
         afters = {str(s["after"]) for s in parsed.values()}
         complete = [hop for hop in parsed if hop not in afters]
     elif not isinstance(complete, list) or not complete or not all(isinstance(h, str) for h in complete):
-        problems.append(f"{at}, field 'complete': must be a non-empty list of hops of this journey")
+        problems.append(f"{at}, field 'complete': {complete!r} must be a non-empty list of hops of this journey")
         return None
     unknown = [h for h in complete if h not in hops]
     if unknown:
@@ -233,7 +265,9 @@ def _step(hop: str, spec: object, at: str, problems: list[str]) -> dict[str, obj
             problems.append(f"{at}: field {key!r} is not known; allowed: {', '.join(_STEP_KEYS)}")
     out: dict[str, object] = {}
     after = spec.get("after")
-    if not isinstance(after, str) or HOP_RE.fullmatch(after) is None:
+    if after is None:
+        problems.append(f"{at}, field 'after': is required (the hop this step waits for)")
+    elif not isinstance(after, str) or HOP_RE.fullmatch(after) is None:
         problems.append(f"{at}, field 'after': {after!r} is not a hop name; it {HOP_RULE}")
     out["after"] = after
     for key in ("within", "stall_after"):
@@ -248,6 +282,8 @@ def _step(hop: str, spec: object, at: str, problems: list[str]) -> dict[str, obj
             continue
         if ms <= 0:
             problems.append(f"{at}, field {key!r}: must be longer than 0")
+        elif ms > MAX_WITHIN_MS:
+            problems.append(f"{at}, field {key!r}: {spec[key]!r} is longer than the longest allowed, 366d")
         out[key] = ms
     within, stall = out.get("within"), out.get("stall_after")
     if isinstance(within, int) and isinstance(stall, int) and stall >= within:
