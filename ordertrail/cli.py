@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
-from ordertrail import backtest, lookup_cli, run, simulate
+from ordertrail import backtest, demo, lookup_cli, run, simulate
 from tracer.errors import JourneysError
 from tracer.journeys import Journey, Journeys, load_journeys
 from tracer.times import format_duration
@@ -65,6 +65,12 @@ COMMANDS: Final = (
         "look up one order: what happened and what to tell the customer",
         lookup_cli.add_arguments,
         lookup_cli.main,
+    ),
+    Command(
+        "demo",
+        "run the pipeline with a simulated shop and injected faults, and show what ordertrail catches",
+        demo.add_arguments,
+        demo.main,
     ),
     Command("simulate", "run a simulated shop with injected faults", simulate.add_arguments, simulate.main),
 )

@@ -12,11 +12,18 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from ordertrail.config import ConfigError, RunConfig, add_run_arguments
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from ordertrail.pipeline import Pipeline
 from tracer.errors import JourneysError, TracerError
+from tracer.processor import FindingListener
 
 log = logging.getLogger("ordertrail.run")
 
@@ -39,9 +46,9 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     try:
-        with running(config) as (_, serve):
+        with running(config) as (_, server):
             log.info("ordertrail is serving on %s (lookup page, API, /metrics)", config.lookup_url)
-            serve()
+            server.run()
     except JourneysError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"error: {problem}\n")
@@ -54,10 +61,11 @@ def main(args: argparse.Namespace) -> int:
 
 @contextmanager
 def running(
-    config: RunConfig, *, listeners: tuple[Callable[..., None], ...] = ()
-) -> Iterator[tuple[object, Callable[[], None]]]:
-    """Open every part, start the tracer thread, and yield (pipeline, serve). ``serve()`` blocks
-    in the HTTP server until a signal; leaving the context stops and closes everything in order."""
+    config: RunConfig, *, listeners: tuple[FindingListener, ...] = ()
+) -> Iterator[tuple[Pipeline, uvicorn.Server]]:
+    """Open every part, start the tracer thread, and yield (pipeline, server). ``server.run()``
+    blocks until a signal or ``server.should_exit``; leaving the context stops and closes
+    everything in order."""
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -112,7 +120,7 @@ def running(
                 timeout_graceful_shutdown=5,
             )
         )
-        yield pipeline, server.run
+        yield pipeline, server
     finally:
         if pipeline is not None:
             pipeline.stop()
