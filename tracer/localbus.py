@@ -184,6 +184,9 @@ class LocalBus:
                 self._topics[name] = self._open_topic(name, config)
             self._load_groups()
         except BaseException:
+            for t in self._topics.values():
+                for part in t.parts:
+                    _close_quietly(part.active.fd)
             self._release()
             raise
         workers = min(8, max(t.config.partitions for t in self._topics.values()) if self._topics else 1)
@@ -192,6 +195,9 @@ class LocalBus:
     # --- the Producer role -------------------------------------------------------------------
 
     def produce_batch(self, topic: str, messages: Sequence[Message]) -> list[tuple[int, int]]:
+        """See ``tracer.bus.Producer``. Invalid messages fail the batch before anything is written;
+        if a write or fsync fails, part of the batch may still be appended and delivered later, so
+        the caller retries and consumers dedupe (at-least-once)."""
         t = self._topic(topic)
         if not messages:
             return []
@@ -220,7 +226,10 @@ class LocalBus:
             for n, i in enumerate(idx):
                 result[i] = (p, first + n)
             touched.append(part)
-        futures = [self._pool.submit(self._sync, t, part) for part in touched[1:]]
+        try:
+            futures = [self._pool.submit(self._sync, t, part) for part in touched[1:]]
+        except RuntimeError as exc:  # the pool is shut down: closed while we appended
+            raise BusError(f"the embedded bus at {self.dir} was closed during the append") from exc
         failure: BusError | None = None
         try:
             self._sync(t, touched[0])
@@ -519,7 +528,7 @@ class LocalBus:
                 break
             first = _BODY.unpack_from(data, resume + 8)[0]
             log.error(
-                "%s partition %d: %d unreadable bytes at byte %d of %s; offsets %d..%d are lost, the rest is kept",
+                "%s partition %d: %d unreadable bytes at byte %d of %s; offsets %d..%d are lost, readers skip them",
                 topic,
                 number,
                 resume - pos,
@@ -660,7 +669,8 @@ class LocalConsumer:
         return {r.part.number: max(0, r.part.durable[2] - r.next) for r in self._readers}
 
     def seek(self, partition: int, offset: int) -> None:
-        """Read ``partition`` from ``offset`` on (clamped to what the log still holds)."""
+        """Read ``partition`` from ``offset`` on. Below the log's start it starts at the start (with a
+        warning); past the durable end it is refused."""
         if not 0 <= partition < len(self._readers):
             raise BusError(f"seek: partition {partition} is not one of {self.topic!r}'s 0..{len(self._readers) - 1}")
         self._readers[partition].seek(offset)
@@ -668,7 +678,7 @@ class LocalConsumer:
     def seek_to_committed(self) -> None:
         committed = self.committed()
         for r in self._readers:
-            r.seek(committed.get(r.part.number, 0))
+            r.seek(_start(self.topic, r.part, committed.get(r.part.number)))
 
     def close(self) -> None:
         if self._closed:

@@ -187,6 +187,21 @@ def test_a_corrupt_frame_in_the_middle_is_skipped_counted_and_the_rest_is_read(
     assert "unreadable bytes" in caplog.text
 
 
+def test_a_garbage_length_in_a_sealed_segment_skips_only_that_record(root: Path) -> None:
+    with LocalBus(root, SMALL) as bus:
+        fill(bus, 30)
+    first = segments(root)[0]
+    data = bytearray(first.read_bytes())
+    size = 8 + 20 + 1 + 300  # length and CRC, offset/time/sizes, key "k", value
+    victim = len(data) // size // 2
+    data[victim * size : victim * size + 4] = b"\xff\xff\xff\x7f"
+    first.write_bytes(bytes(data))
+    with LocalBus(root, SMALL) as bus:
+        offsets = [r.offset for r in drain(bus)]
+        assert offsets == [o for o in range(30) if o != victim]
+        assert bus.stats.lost_records == 1
+
+
 WRITER = textwrap.dedent(
     """
     import json, os, sys, time
@@ -341,3 +356,26 @@ def test_a_poll_waiting_on_the_log_wakes_within_50ms_of_the_append(bus: LocalBus
         delays.append(woke[-1] - acked)
     consumer.close()
     assert max(delays) < 0.05, delays
+
+
+def test_a_reader_keeps_reading_a_segment_deleted_under_it(root: Path) -> None:
+    config = {HOPS_TOPIC: TopicConfig(partitions=1, segment_bytes=4096, retention_bytes=5000)}
+    with LocalBus(root, config) as bus:
+        consumer = bus.consumer(HOPS_TOPIC, "g")
+        fill(bus, 3)
+        assert [r.offset for r in consumer.poll(1, 0.0)] == [0]
+        fill(bus, 60)  # size retention deletes the segment the reader is in
+        assert bus.start_offsets(HOPS_TOPIC)[0] > 0
+        offsets = [r.offset for r in consumer.poll(1000, 0.0)]
+        consumer.close()
+    assert offsets[0] == 1 and offsets[-1] == 62 and offsets == sorted(offsets)
+
+
+def test_closing_the_bus_ends_a_waiting_poll(root: Path) -> None:
+    bus = LocalBus(root, ONE)
+    consumer = bus.consumer(HOPS_TOPIC, "g")
+    threading.Timer(0.05, bus.close).start()
+    started = time.monotonic()
+    assert consumer.poll(10, 5.0) == []
+    assert time.monotonic() - started < 2.0
+    consumer.close()
