@@ -245,11 +245,12 @@ class Simulation:
         *,
         stop: threading.Event,
         duration_ms: int | None = None,
-        drain: bool = False,
+        drain: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> RunStats:
         """Send each hop when it is due, stamped with ``clock()`` (epoch seconds), until the duration
-        is over (and, with ``drain``, the orders in flight have ended) or ``stop`` is set."""
+        is over and, with ``drain``, the orders in flight have ended (without, the tracer sees them
+        stop mid-way: stalls and missing hops) — or at once when ``stop`` is set."""
         start = int(clock() * 1000)
         run = _Run(self, start, None if duration_ms is None else start + duration_ms, drain)
         while not stop.is_set():

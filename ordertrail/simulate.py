@@ -79,9 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed: the same seed gives the same orders (default: random)")
     parser.add_argument("--start", metavar="TIME", help=f"with --ndjson: the first event time ({TS_HELP}; default now)")
     parser.add_argument(
-        "--drain",
-        action="store_true",
-        help="real time: after the duration, keep sending until the orders in flight end (--ndjson always does)",
+        "--no-drain",
+        dest="drain",
+        action="store_false",
+        help="real time: stop at the end of the duration, with orders in flight (the tracer will report them); "
+        "by default arrivals stop and the orders in flight run to their end",
     )
     parser.add_argument("--journeys-out", metavar="FILE", help="write the journeys file the simulated shop matches")
     parser.add_argument("--ledger", metavar="FILE", help="write what the faults did as JSON")
@@ -244,9 +246,15 @@ def _realtime(
     faults = ", ".join(f.spec() for f in simulation.ledger.schedule) or "none"
     sys.stderr.write(f"simulate: {simulation.rate:g} orders/s to {url} {lasting}; faults: {faults}\n")
     runner.start()
+    ends = None if duration_ms is None else time.monotonic() + duration_ms / 1000
     try:
         while runner.is_alive():
             runner.join(0.2)
+            if ends is not None and time.monotonic() > ends and runner.is_alive():
+                ends = None
+                sys.stderr.write(
+                    "simulate: orders stopped arriving; sending the hops of orders in flight (Ctrl-C stops)\n"
+                )
     except KeyboardInterrupt:
         stop.set()
         runner.join(5.0)

@@ -235,10 +235,22 @@ def test_realtime_ends_by_itself_after_its_duration() -> None:
     sim = Simulation(quiet_shop(), rate=100, seed=1)
     events: list[Event] = []
     began = time.monotonic()
-    stats = sim.run_realtime(events.append, stop=threading.Event(), duration_ms=300)
+    stats = sim.run_realtime(events.append, stop=threading.Event(), duration_ms=300, drain=False)
     assert 0.25 < time.monotonic() - began < 1.5
     assert stats.events == len(events) > 0
     assert max(parse_ts(ev["ts"]) for ev in events) < stats.started_ms + 300
+
+
+def test_realtime_drains_the_orders_in_flight_after_its_duration() -> None:
+    flow = Flow(
+        "web", "a.placed", "web", (Edge("b.done", "a.placed", "b", 150, 300), Edge("c.done", "b.done", "c", 150, 300))
+    )
+    sim = Simulation(Shop((flow,)), rate=100, seed=1)
+    events: list[Event] = []
+    stats = sim.run_realtime(events.append, stop=threading.Event(), duration_ms=300)
+    times = hop_times(events)
+    assert all(list(t) == ["a.placed", "b.done", "c.done"] for t in times.values())
+    assert max(parse_ts(ev["ts"]) for ev in events) > stats.started_ms + 300
 
 
 def replay(events: list[Event], journeys_file: str, tail_ms: int) -> list[Finding]:

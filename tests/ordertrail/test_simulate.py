@@ -83,7 +83,19 @@ def test_unusable_arguments_exit_2_naming_the_option(
 
 def test_realtime_sends_every_event_through_the_sdk_and_prints_the_ledger(capsys: pytest.CaptureFixture[str]) -> None:
     transport, probe = MemoryTransport(), Probe()
-    argv = ("--url", "http://shop.test/", "--rate", "100", "--duration", "400ms", "--fault", "break", "--batch", "50")
+    argv = (
+        "--url",
+        "http://shop.test/",
+        "--rate",
+        "100",
+        "--duration",
+        "400ms",
+        "--fault",
+        "break",
+        "--batch",
+        "50",
+        "--no-drain",
+    )
     assert simulate.main(parse(*argv), transport=transport, probe=probe) == 0
     assert probe.urls == ["http://shop.test"]
     out = capsys.readouterr().out
@@ -96,7 +108,9 @@ def test_realtime_sends_every_event_through_the_sdk_and_prints_the_ledger(capsys
 
 def test_realtime_exits_1_when_events_are_not_delivered(capsys: pytest.CaptureFixture[str]) -> None:
     refused = MemoryTransport([SendResult("fail", detail="413")] * 1000)
-    assert simulate.main(parse("--rate", "50", "--duration", "200ms"), transport=refused, probe=Probe()) == 1
+    assert (
+        simulate.main(parse("--rate", "50", "--duration", "200ms", "--no-drain"), transport=refused, probe=Probe()) == 1
+    )
     assert "not delivered" in capsys.readouterr().out
 
 
@@ -135,7 +149,7 @@ def test_realtime_posts_to_a_real_http_server(capsys: pytest.CaptureFixture[str]
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert simulate.main(parse("--url", url, "--rate", "50", "--duration", "300ms")) == 0
+        assert simulate.main(parse("--url", url, "--rate", "50", "--duration", "300ms", "--no-drain")) == 0
     finally:
         server.shutdown()
         server.server_close()
