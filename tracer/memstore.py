@@ -13,9 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
-import msgspec
-
-from tracer.clickhouse import OrderRecord, check_finding_status, latest, trail
+from tracer.clickhouse import OrderRecord, check_finding_status, latest, trail, with_order_context
 from tracer.engine import OrderSnapshot
 from tracer.errors import StoreError
 from tracer.model import OPEN, Finding, HopEvent
@@ -42,7 +40,7 @@ class MemStore:
                 raise StoreError("store mem://: writing a batch failed: injected failure (fail_writes)")
             known = {s.order_id: s for s in snapshots}
             for ev in events:
-                ev = _with_order_context(ev, known.get(ev.order_id))
+                ev = with_order_context(ev, known.get(ev.order_id))
                 self._events.setdefault(ev.order_id, {})[ev.event_id] = ev
             for f in findings:
                 self._findings[(f.order_id, f.hop, f.kind)] = f
@@ -118,12 +116,3 @@ class MemStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _with_order_context(ev: HopEvent, snapshot: OrderSnapshot | None) -> HopEvent:
-    """An event naming no journey or customer takes its order's, as the store records it."""
-    if snapshot is None or ((ev.journey or not snapshot.journey) and (ev.customer_id or not snapshot.customer_id)):
-        return ev
-    return msgspec.structs.replace(
-        ev, journey=ev.journey or snapshot.journey, customer_id=ev.customer_id or snapshot.customer_id
-    )

@@ -3,6 +3,9 @@
 
 -- Hop events by order id, for the lookup. A re-delivered event (same event_id) is the same row:
 -- merged away in the background, and deduplicated by the reader until then.
+-- In hops, orders and findings, `doc` is the whole record as JSON (ordertrail's msgspec structs):
+-- the store reads that one column back, because a point lookup in ClickHouse costs per column read.
+-- The typed columns are for filtering, for the views, and for people and dashboards using SQL.
 CREATE TABLE IF NOT EXISTS {database}.hops
 (
     order_id String CODEC(ZSTD(1)),
@@ -18,6 +21,7 @@ CREATE TABLE IF NOT EXISTS {database}.hops
     customer_id String CODEC(ZSTD(1)),
     attrs Map(String, String) CODEC(ZSTD(1)),
     ingested_at DateTime64(3) CODEC(Delta, ZSTD(1)),
+    doc String CODEC(ZSTD(1)),
     INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree(ingested_at)
@@ -154,6 +158,7 @@ CREATE TABLE IF NOT EXISTS {database}.orders
     eids Array(UInt64) CODEC(ZSTD(1)),
     pending Array(Tuple(hop String, ts Int64, error Bool)),
     version UInt64,
+    doc String CODEC(ZSTD(1)),
     INDEX idx_customer_id customer_id TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
@@ -176,7 +181,8 @@ CREATE TABLE IF NOT EXISTS {database}.findings
     late_by_ms Nullable(Int64),
     trace_id String CODEC(ZSTD(1)),
     customer_id String CODEC(ZSTD(1)),
-    version UInt64
+    version UInt64,
+    doc String CODEC(ZSTD(1))
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (order_id, hop, kind)
