@@ -27,7 +27,6 @@ DEFAULT_FAULTS: Final = (
     "stop:inventory.reserved@60s+25s",  # the warehouse stops answering for a while, then catches up
     "fail:refund.approved:50%:retry=10s@20s+40s",  # refund approvals fail, then succeed on retry
 )
-SETTLE_MS: Final = 35_000  # after the shop stops, wait this long for the last deadlines to pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-faults", action="store_true", help="run the shop without faults")
     parser.add_argument("--seed", type=int, default=7, help="the simulation's random seed (default 7)")
     parser.add_argument("--exit", action="store_true", help="stop after the summary instead of leaving the page up")
+    parser.add_argument(
+        "--settle", default="35s", help="after the shop stops, wait this long for the last deadlines (default 35s)"
+    )
 
 
 def main(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
@@ -56,6 +58,7 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     stream = out or sys.stdout
     try:
         duration_ms = parse_duration(args.duration)
+        settle_ms = parse_duration(args.settle)
         host, port = parse_listen(args.listen)
         specs = [] if args.no_faults else (args.fault or list(DEFAULT_FAULTS))
         schedule = parse_schedule(specs)
@@ -86,7 +89,7 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             try:
                 simulation.run_realtime(client.emit, stop=stop, duration_ms=duration_ms, drain=True)
                 client.flush(10.0)
-                time.sleep(SETTLE_MS / 1000)
+                time.sleep(settle_ms / 1000)
                 found = pipeline.store.findings(status="all", limit=100_000)
                 stream.write("\n" + report(compare(simulation.ledger, found), found, client.stats().sent) + "\n")
                 stream.write(
