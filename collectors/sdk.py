@@ -48,6 +48,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ContextDecorator
+from contextvars import Token
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -57,6 +58,7 @@ from typing import Any, Concatenate, Final, Literal, ParamSpec, Protocol, TypeVa
 import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import (
     INVALID_SPAN,
     INVALID_SPAN_CONTEXT,
@@ -172,7 +174,11 @@ def _checked(name: str, value: object, parse: Callable[[str], Any]) -> Any:
 
 def _url(text: str) -> str:
     parts = urllib.parse.urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise ValueError(f"must be an http(s) URL like {DEFAULT_URL}")
     return text.rstrip("/")
 
@@ -336,6 +342,11 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+def transport_for(config: SdkConfig) -> Transport:
+    """The transport a configuration asks for: HTTP to ``config.url`` (a bus transport comes later)."""
+    return HttpTransport(config.url, timeout=config.timeout)
+
+
 class MemoryTransport:
     """The fake transport for tests: keeps every body and answers from a script, then ``ok``."""
 
@@ -409,9 +420,7 @@ class Client:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config if config is not None else SdkConfig.load()
-        self._transport = (
-            transport if transport is not None else HttpTransport(self.config.url, timeout=self.config.timeout)
-        )
+        self._transport = transport if transport is not None else transport_for(self.config)
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._tracer = trace.get_tracer("ordertrail", tracer_provider=tracer_provider)
@@ -452,7 +461,8 @@ class Client:
         **more_attrs: object,
     ) -> None:
         """Report that ``hop`` happened to ``order_id`` (now, or at ``ts``: epoch ms, RFC 3339 or a
-        datetime). Keyword attributes join ``attrs`` and win over it. Returns at once; never raises."""
+        datetime). ``order_id=None``: the one in baggage. Keyword attributes join ``attrs`` and win
+        over it. Returns at once; never raises."""
         if not self._accepting:
             self._refused()
             return
@@ -556,7 +566,8 @@ class Client:
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Stop accepting events, send what is queued within ``timeout`` (default: the config's),
-        stop the sender and close the transport. False when the deadline cut delivery short."""
+        stop the sender and close the transport. False when the sender was still busy at the
+        deadline; what it gave up is counted in ``stats()``."""
         wait = self.config.timeout if timeout is None else timeout
         with self._lock:
             self._accepting = False
@@ -821,7 +832,7 @@ class HopScope(ContextDecorator):
         self.status = STATUS_OK
         self.span: Span = INVALID_SPAN
         self._parent = INVALID_SPAN_CONTEXT
-        self._token: object = None
+        self._token: Token[Context] | None = None
 
     def _recreate_cm(self) -> HopScope:
         return HopScope(
@@ -860,7 +871,7 @@ class HopScope(ContextDecorator):
 
     def _close(self, exc: BaseException | None) -> None:
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            otel_context.detach(self._token)
             self._token = None
         if isinstance(exc, Exception):
             self.status = STATUS_ERROR
@@ -884,7 +895,11 @@ def get_client() -> Client:
     if client is None:
         with _default_lock:
             if _default is None:
-                _default = Client()
+                try:
+                    _default = Client()
+                except Exception as exc:  # track() must not raise even then: report nothing
+                    _log.warning("ordertrail SDK: could not start (%r); hop events are not reported", exc)
+                    _default = Client(SdkConfig(disabled=True))
             client = _default
     return client
 
@@ -959,4 +974,5 @@ __all__ = [
     "shutdown",
     "stats",
     "track",
+    "transport_for",
 ]

@@ -376,7 +376,14 @@ def test_unusable_environment_values_fall_back_to_defaults_with_a_warning(caplog
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("url", "localhost:4320"), ("buffer", 0), ("batch", "many"), ("flush_interval", -1), ("timeout", 0)],
+    [
+        ("url", "localhost:4320"),
+        ("url", "http://h:99999"),
+        ("buffer", 0),
+        ("batch", "many"),
+        ("flush_interval", -1),
+        ("timeout", 0),
+    ],
 )
 def test_unusable_arguments_raise_naming_the_setting(setting: str, value: Any) -> None:
     with pytest.raises(SdkConfigError, match=f"^{setting}: {value!r}"):
