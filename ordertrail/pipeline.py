@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -28,7 +28,7 @@ from tracer.engine import Tracer
 from tracer.journeys import Journeys
 from tracer.lookup import build_order_view, explain_unknown, search_views
 from tracer.model import Finding, HopEvent, event_to_wire, format_ts
-from tracer.processor import FindingListener, Processor, Source
+from tracer.processor import DeadLetterSink, FindingListener, Processor, Source
 
 log = logging.getLogger("ordertrail.pipeline")
 _ENCODE = msgspec.json.Encoder()
@@ -45,7 +45,7 @@ class Pipeline:
         store: Store,
         wall: Clock,
         partitions: Sequence[int],
-        dead_letter: Callable[[Any, str], None] | None = None,
+        dead_letter: DeadLetterSink | None = None,
         listeners: Sequence[FindingListener] = (),
     ) -> None:
         self.config = config

@@ -94,6 +94,7 @@ def running(
     bus = LocalBus(config.data_dir / "bus")
     store = None
     pipeline = None
+    consumer = None
     try:
         store = Store.open(config.store)
         consumer = bus.consumer(HOPS_TOPIC, "ordertrail-tracer")
@@ -123,7 +124,11 @@ def running(
         yield pipeline, server
     finally:
         if pipeline is not None:
+            if consumer is not None:
+                consumer.wakeup()
             pipeline.stop()
+        if consumer is not None:
+            consumer.close()
         if store is not None:
             store.close()
         bus.close()

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tracer.bus import InputRecord
 from tracer.clock import PartitionClock
 from tracer.engine import OrderSnapshot, Tracer
 from tracer.errors import EventError, StoreError, TracerError
@@ -31,15 +32,6 @@ from tracer.events import decode_line
 from tracer.model import Finding, HopEvent
 
 log = logging.getLogger("ordertrail.processor")
-
-
-class InputRecord(Protocol):
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def value(self) -> bytes: ...
 
 
 class Source(Protocol):
@@ -59,7 +51,12 @@ class Sink(Protocol):
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]: ...
 
 
-DeadLetter = Callable[[InputRecord, str], None]
+class DeadLetterSink(Protocol):
+    """Where rejected records go: all of one step's rejections in one durable write."""
+
+    def write(self, rejected: Sequence[tuple[InputRecord, str]]) -> None: ...
+
+
 FindingListener = Callable[[list[Finding]], None]
 
 
@@ -93,7 +90,7 @@ class Processor:
         clock: PartitionClock,
         partitions: Iterable[int],
         *,
-        dead_letter: DeadLetter | None = None,
+        dead_letter: DeadLetterSink | None = None,
         listeners: Sequence[FindingListener] = (),
         max_records: int = 5000,
         poll_timeout_s: float = 0.1,
@@ -136,6 +133,7 @@ class Processor:
         records = self._source.poll(self._max_records, self._poll_timeout_s)
         started = time.perf_counter()
         events: list[HopEvent] = []
+        rejected: list[tuple[InputRecord, str]] = []
         positions: dict[int, int] = {}
         tracer, clock = self.tracer, self.clock
         with self.lock:
@@ -144,7 +142,7 @@ class Processor:
                 try:
                     ev = decode_line(rec.value)
                 except EventError as exc:
-                    self._reject(rec, str(exc))
+                    rejected.append((rec, str(exc)))
                     continue
                 clock.observe(rec.partition, ev.ts)
                 if n % self._advance_every == 0:
@@ -156,6 +154,8 @@ class Processor:
             findings = tracer.drain_findings()
             snapshots = tracer.drain_snapshots()
         self.stats.records += len(records)
+        if rejected:
+            self._reject(rejected)  # durable before the positions past them are committed
         if records or findings:
             self._flush(_Batch(events, findings, snapshots, positions))
             self.stats.batches += 1
@@ -205,11 +205,12 @@ class Processor:
                 except Exception:  # a listener must never stop the pipeline
                     log.exception("finding listener %r failed", listener)
 
-    def _reject(self, rec: InputRecord, reason: str) -> None:
-        self.stats.rejected += 1
+    def _reject(self, rejected: list[tuple[InputRecord, str]]) -> None:
+        self.stats.rejected += len(rejected)
         if self._dead_letter is not None:
-            self._dead_letter(rec, reason)
-        else:
+            self._dead_letter.write(rejected)
+            return
+        for rec, reason in rejected:
             log.warning("partition %d offset %d rejected: %s", rec.partition, rec.offset, reason)
 
     def _update_caught_up(self) -> None:

@@ -74,6 +74,14 @@ class FakeSink:
         return [], []
 
 
+@dataclass
+class FakeDeadLetters:
+    reasons: list[str] = field(default_factory=list)
+
+    def write(self, rejected: Sequence[tuple[object, str]]) -> None:
+        self.reasons.extend(why for _, why in rejected)
+
+
 def event(order: str, hop: str, ts: int) -> bytes:
     return f'{{"order_id":"{order}","hop":"{hop}","ts":{ts}}}'.encode()
 
@@ -120,7 +128,7 @@ def test_a_bad_record_goes_to_the_dead_letters_and_the_rest_is_processed() -> No
     source.add(0, b"{not json")
     source.add(0, event("o1", "checkout.placed", T0))
     proc.step()
-    assert len(dead) == 1 and [e.order_id for e in sink.events] == ["o1"]
+    assert len(dead.reasons) == 1 and "body" in dead.reasons[0] and [e.order_id for e in sink.events] == ["o1"]
     assert source.committed == {0: 2}
 
 
