@@ -16,8 +16,12 @@ Contract with the service it observes — it must never break or block it:
   the store derives the hop's own span id from its event id). Otherwise the trace id is derived
   from the order id (``tracer.model.derive_trace_id``). ``order_id=None`` takes the order id from
   baggage (``collectors.propagation.order_context``).
-* A daemon thread validates events (``tracer.events.validate``), batches up to ``batch`` events or
-  ``flush_interval``, and hands NDJSON to a ``Transport`` (``HttpTransport``: ``POST {url}/v1/events``).
+* A daemon thread turns records into JSON, batches up to ``batch`` events or ``flush_interval``,
+  and hands NDJSON to a ``Transport`` (``HttpTransport``: ``POST {url}/v1/events``). It checks only
+  what it must to write JSON (ids are strings, values encodable: else ``invalid``); the rules of
+  CONTRACT §1 are the server's, whose per-item rejections are counted (``rejected_by_server``) and
+  logged with the order, the hop and the reason. Validating locally too would double the sender's
+  CPU in the host process for the same message.
   Connection errors, 5xx and 429 are retried with exponential backoff and jitter, honouring
   ``Retry-After``, at most ``RetryPolicy.attempts`` times, and no longer once the queue is full or
   shutdown's deadline has passed. Everything dropped is counted (``stats()``) and summarised in one
@@ -28,8 +32,8 @@ Configuration: explicit argument > ``ORDERTRAIL_*`` environment > default, read 
 (an operations typo must not take the service down); unusable explicit arguments raise
 ``SdkConfigError`` from ``SdkConfig.load`` at startup.
 
-Imports opentelemetry-api only (never the OpenTelemetry SDK), the tracer's model and event
-validation, and ``collectors.propagation``.
+Imports opentelemetry-api only (never the OpenTelemetry SDK), the tracer's model (and, for the
+fake transport only, its event decoding), and ``collectors.propagation``.
 """
 
 from __future__ import annotations
@@ -70,8 +74,8 @@ from opentelemetry.trace import (
 )
 
 from collectors.propagation import ORDER_ID_KEY, order_context, order_id_from
-from tracer.errors import EventError
-from tracer.events import validate
+from tracer.errors import BodyError
+from tracer.events import decode_batch
 from tracer.model import (
     ATTRS,
     CUSTOMER_ID,
@@ -342,13 +346,22 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+def _as_the_server(body: bytes) -> SendResult:
+    try:
+        batch = decode_batch(body)
+    except BodyError as exc:
+        return SendResult("fail", detail=f"HTTP 400: {exc}")
+    return SendResult("ok", accepted=len(batch.events), rejected=tuple(batch.rejected))
+
+
 def transport_for(config: SdkConfig) -> Transport:
     """The transport a configuration asks for: HTTP to ``config.url`` (a bus transport comes later)."""
     return HttpTransport(config.url, timeout=config.timeout)
 
 
 class MemoryTransport:
-    """The fake transport for tests: keeps every body and answers from a script, then ``ok``."""
+    """The fake transport for tests: keeps every body and answers from a script, then as the server
+    would: ``ok`` with the events that break CONTRACT §1 rejected by the tracer's own rules."""
 
     def __init__(self, outcomes: Iterable[SendResult] = ()) -> None:
         self.bodies: list[bytes] = []  # every attempt, in order
@@ -358,12 +371,13 @@ class MemoryTransport:
         self._lock = threading.Lock()
 
     def send(self, body: bytes) -> SendResult:
-        lines = [msgspec.json.decode(line) for line in body.split(b"\n") if line]
         with self._lock:
             self.bodies.append(body)
-            result = self._outcomes.popleft() if self._outcomes else SendResult("ok", accepted=len(lines))
+            result = self._outcomes.popleft() if self._outcomes else _as_the_server(body)
             if result.outcome == "ok":
-                self.delivered.extend(lines)
+                refused = {index for index, _ in result.rejected}
+                lines = body.split(b"\n")
+                self.delivered.extend(msgspec.json.decode(x) for i, x in enumerate(lines) if i not in refused)
         return result
 
     def close(self) -> None:
@@ -675,10 +689,10 @@ class Client:
                 wire = self._wire(record)
                 lines.append(_ENCODE(wire))
                 wires.append(wire)
-            except Exception as exc:  # EventError names field, value and rule
+            except Exception as exc:  # not JSON-able, or no order id
                 with self._lock:  # callers count unusable arguments too
                     self._invalid += 1
-                self._last_problem["invalid"] = str(exc)[:300] if isinstance(exc, EventError) else repr(exc)[:300]
+                self._last_problem["invalid"] = str(exc)[:300] if isinstance(exc, ValueError) else repr(exc)[:300]
         if not wires:
             return
         body = b"\n".join(lines)
@@ -715,20 +729,19 @@ class Client:
             self._last_problem["rejected"] = f"{wire.get(ORDER_ID)!r} {wire.get(HOP)!r}: {reason}"[:300]
 
     def _wire(self, record: _Record | dict[str, Any]) -> dict[str, object]:
-        """The CONTRACT §1 object of a record, checked by the tracer's own rules (raises EventError).
-        The event id is left to the server, which derives it from (order_id, hop, ts)."""
+        """The CONTRACT §1 object of a record. Raises ValueError when it has no usable order id or
+        hop. The event id is left to the server, which derives it from (order_id, hop, ts)."""
         if isinstance(record, dict):
             if self.config.service and SERVICE not in record:
                 record[SERVICE] = self.config.service
-            validate(record)
             return record
         order_id, hop, ts, status, customer_id, journey, attrs, trace_id, span_id, parent = record
         order_id = _text_id(order_id)
+        if not isinstance(order_id, str) or not isinstance(hop, str):
+            given = "none given and none in baggage (app.order.id)" if order_id is None else f"{order_id!r}"
+            raise ValueError(f"order_id: {given}, hop: {hop!r}; both must be strings")
         wire = {ORDER_ID: order_id, HOP: hop, TS: _ts(ts)}
-        if trace_id:
-            wire[TRACE_ID] = f"{trace_id:032x}"
-        elif isinstance(order_id, str):
-            wire[TRACE_ID] = derive_trace_id(order_id)
+        wire[TRACE_ID] = f"{trace_id:032x}" if trace_id else derive_trace_id(order_id)
         if span_id:
             wire[SPAN_ID] = f"{span_id:016x}"
         if parent:
@@ -743,7 +756,6 @@ class Client:
             wire[JOURNEY] = journey
         if attrs:
             wire[ATTRS] = {str(k): _attr_text(v) for k, v in attrs.items()}
-        validate(wire)
         return wire
 
     def _report(self, *, final: bool = False) -> None:

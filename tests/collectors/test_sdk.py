@@ -135,18 +135,14 @@ def test_track_drops_and_counts_when_the_buffer_is_full(make_client: Callable[..
     ("args", "kwargs"),
     [
         ((None, "checkout.placed"), {}),  # no order id, none in baggage
-        ((object(), 5), {}),
-        (("o-1", "Not A Hop"), {}),
-        (("o-1", "checkout.placed"), {"ts": "yesterday"}),
+        ((object(), "checkout.placed"), {}),
+        (("o-1", 5), {}),
         (("o-1", "checkout.placed"), {"ts": float("nan")}),
         (("o-1", "checkout.placed"), {"attrs": 5}),
-        (("o-1", "checkout.placed"), {"attrs": {f"k{i}": "v" for i in range(65)}}),
-        (("o-1", "checkout.placed"), {"status": "maybe"}),
-        (("o-1", "checkout.placed"), {"customer_id": ["c"]}),
-        (("x" * 129, "checkout.placed"), {}),
+        (("o-1", "checkout.placed"), {"journey": object()}),  # not JSON
     ],
 )
-def test_track_never_raises_on_garbage_and_counts_it_invalid(
+def test_track_never_raises_on_unusable_arguments_and_counts_them_invalid(
     make_client: Callable[..., Client], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     transport = MemoryTransport()
@@ -157,19 +153,41 @@ def test_track_never_raises_on_garbage_and_counts_it_invalid(
     assert transport.bodies == []
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("o-1", "Not A Hop"), {}),
+        (("o-1", "checkout.placed"), {"ts": "yesterday"}),
+        (("o-1", "checkout.placed"), {"attrs": {f"k{i}": "v" for i in range(65)}}),
+        (("o-1", "checkout.placed"), {"status": "maybe"}),
+        (("o-1", "checkout.placed"), {"customer_id": ["c"]}),
+        (("x" * 129, "checkout.placed"), {}),
+    ],
+)
+def test_events_breaking_the_contract_are_rejected_by_the_server_and_counted(
+    make_client: Callable[..., Client], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    transport = MemoryTransport()  # answers with the server's own rules
+    client = make_client(transport)
+    client.track(*args, **kwargs)
+    assert client.flush(5)
+    assert (client.stats().rejected_by_server, client.stats().sent, client.stats().invalid) == (1, 0, 0)
+    assert transport.delivered == []
+
+
 def test_invalid_events_are_logged_once_per_interval_not_per_event(
     make_client: Callable[..., Client], caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client()
     with caplog.at_level(logging.WARNING, logger="ordertrail.sdk"):
         for _ in range(100):
-            client.track("o-1", "Not A Hop")
+            client.track(None, "checkout.placed")
         assert client.flush(5)
         assert caplog.records == []  # the log interval (10 s) has not passed
         client.shutdown(1)
     assert len(caplog.records) == 1
     assert "100 invalid" in caplog.records[0].getMessage()
-    assert "'Not A Hop'" in caplog.records[0].getMessage()
+    assert "none in baggage" in caplog.records[0].getMessage()
 
 
 def test_attributes_become_strings_and_keywords_win_over_attrs(make_client: Callable[..., Client]) -> None:
@@ -199,11 +217,11 @@ def test_emit_sends_a_ready_made_event(make_client: Callable[..., Client]) -> No
     transport = MemoryTransport()
     client = make_client(transport, service="shop")
     client.emit({"order_id": "o-1", "hop": "checkout.placed", "ts": "2026-11-22T10:02:03.123Z", "journey": "web_order"})
-    client.emit({"order_id": "o-1", "hop": "checkout.placed", "ts": 0})  # invalid: counted
+    client.emit({"order_id": "o-1", "hop": "checkout.placed", "ts": 0})  # rejected: counted
     assert client.flush(5)
     [event] = transport.delivered
     assert (event["journey"], event["service"]) == ("web_order", "shop")
-    assert client.stats().invalid == 1
+    assert client.stats().rejected_by_server == 1
 
 
 # -- trace ids ----------------------------------------------------------------------------------
@@ -650,3 +668,14 @@ def test_the_module_functions_use_the_configured_default_client() -> None:
     finally:
         collectors.configure(SdkConfig.load({}, disabled=True))
     assert transport.closed
+
+
+def test_server_rejections_are_logged_with_order_hop_and_reason(
+    make_client: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client()
+    with caplog.at_level(logging.WARNING, logger="ordertrail.sdk"):
+        client.track("o-1", "Not A Hop")
+        client.shutdown(1)
+    [record] = caplog.records
+    assert "1 rejected by the server (last: 'o-1' 'Not A Hop': hop: 'Not A Hop' must match" in record.getMessage()
