@@ -112,7 +112,7 @@ class Server:
             assert r.status == 202
             return dict(json.loads(r.read()))
 
-    def wait_for(self, path: str, pred: Any, timeout: float = 20) -> Any:
+    def wait_for(self, path: str, pred: Any, timeout: float = 60) -> Any:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -201,7 +201,7 @@ def test_kill9_and_restart_loses_no_acknowledged_event_and_duplicates_no_finding
     found = server.wait_for(
         "/v1/findings?status=open&kind=missing&limit=10000",
         lambda b: {f["order_id"] for f in b["findings"] if f["hop"] == "payment.authorized"} >= expected_missing,
-        timeout=30,
+        timeout=60,
     )["findings"]
     pay = [f["order_id"] for f in found if f["hop"] == "payment.authorized"]
     assert sorted(pay) == sorted(expected_missing)  # each exactly once, none for paid orders
@@ -211,7 +211,7 @@ def test_kill9_and_restart_loses_no_acknowledged_event_and_duplicates_no_finding
     unconfirmed = server.wait_for(
         "/v1/findings?status=open&kind=unconfirmed&limit=10000",
         lambda b: len(b["findings"]) >= len(acked) - len(expected_missing),
-        timeout=30,
+        timeout=60,
     )["findings"]
     assert sorted(f["order_id"] for f in unconfirmed) == sorted(set(acked) - expected_missing)
     status, view = server.get(f"/v1/orders/{acked[-1]}")
