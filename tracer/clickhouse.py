@@ -117,9 +117,12 @@ def latest(versions: Iterable[tuple[int, Finding]]) -> list[Finding]:
     return sorted((f for _, f in newest.values()), key=lambda f: (f.detected_at, f.hop, f.kind))
 
 
-def check_finding_status(status: str) -> None:
+def check_query(limit: int, status: str = OPEN) -> None:
+    """The arguments every store checks the same way before reading."""
     if status not in FINDING_STATUSES:
         raise ValueError(f"status: {status!r} is not one of {', '.join(FINDING_STATUSES)}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
+        raise ValueError(f"limit: {limit!r} must be a whole number from 1 to 1000000")
 
 
 class Store:
@@ -256,6 +259,7 @@ class Store:
             f"UNION ALL SELECT 1 AS k, toUInt64(0) AS v, doc FROM {db}.hops WHERE order_id = {{oid:String}} "
             f"UNION ALL SELECT 2 AS k, version AS v, doc FROM {db}.findings WHERE order_id = {{oid:String}}",
             {"oid": order_id},
+            {"max_threads": 1},  # a point read: one thread beats setting up a parallel pipeline
         )
         if not rows:
             return None
@@ -268,6 +272,7 @@ class Store:
     ) -> list[OrderSnapshot]:
         """Orders of a customer and/or a trace id (the latest state of each), most recent first.
         With neither, the most recently active orders."""
+        check_query(limit)
         db = self._db
         conds: list[str] = []
         params: dict[str, Any] = {"limit": limit}
@@ -297,7 +302,7 @@ class Store:
         limit: int = 1000,
     ) -> list[Finding]:
         """The latest version of each finding matching every filter, most recently detected first."""
-        check_finding_status(status)
+        check_query(limit, status)
         conds = ["1"]
         params: dict[str, Any] = {"limit": limit}
         filters = (("status", None if status == "all" else status), ("kind", kind), ("journey", journey))
@@ -357,10 +362,13 @@ class Store:
 
     # -- the client, under the lock ---------------------------------------------------------------
 
-    def _rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def _rows(
+        self, sql: str, params: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
-                return [tuple(r) for r in self._client.query(sql, parameters=dict(params or {})).result_rows]
+                result = self._client.query(sql, parameters=dict(params or {}), settings=dict(settings or {}))
+                return [tuple(r) for r in result.result_rows]
             except Exception as exc:
                 raise self._error("a query", exc) from exc
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
-from tracer.clickhouse import OrderRecord, check_finding_status, latest, trail, with_order_context
+from tracer.clickhouse import OrderRecord, check_query, latest, trail, with_order_context
 from tracer.engine import OrderSnapshot
 from tracer.errors import StoreError
 from tracer.model import OPEN, Finding, HopEvent
@@ -59,6 +59,7 @@ class MemStore:
     def orders(
         self, *, customer_id: str | None = None, trace_id: str | None = None, limit: int = 100
     ) -> list[OrderSnapshot]:
+        check_query(limit)
         with self._lock:
             found = [
                 s
@@ -78,7 +79,7 @@ class MemStore:
         order_id: str | None = None,
         limit: int = 1000,
     ) -> list[Finding]:
-        check_finding_status(status)
+        check_query(limit, status)
         with self._lock:
             found = [
                 f

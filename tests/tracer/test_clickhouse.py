@@ -185,6 +185,13 @@ def test_findings_refuses_an_unknown_status(store: Store | MemStore) -> None:
         store.findings(status="closed")
 
 
+def test_reads_refuse_a_limit_out_of_range(store: Store | MemStore) -> None:
+    with pytest.raises(ValueError, match="limit: 0 must be a whole number from 1 to 1000000"):
+        store.orders(customer_id="c1", limit=0)
+    with pytest.raises(ValueError, match="limit: -1"):
+        store.findings(limit=-1)
+
+
 def test_orders_by_customer_and_by_trace_id_give_the_latest_state(store: Store | MemStore) -> None:
     other = "b" * 32
     store.write([], [], [snap("o1"), snap("o2", customer_id="c2", trace_id=other, last_ts=T0 + 5)])

@@ -6,6 +6,7 @@
 -- In hops, orders and findings, `doc` is the whole record as JSON (ordertrail's msgspec structs):
 -- the store reads that one column back, because a point lookup in ClickHouse costs per column read.
 -- The typed columns are for filtering, for the views, and for people and dashboards using SQL.
+-- Small granules and compressed blocks: a lookup decompresses one block per part, not 64 KiB+.
 CREATE TABLE IF NOT EXISTS {database}.hops
 (
     order_id String CODEC(ZSTD(1)),
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS {database}.hops
 ENGINE = ReplacingMergeTree(ingested_at)
 PARTITION BY toYYYYMM(ts)
 ORDER BY (order_id, event_id)
-SETTINGS index_granularity = 1024;
+SETTINGS index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 16384;
 
 -- The OpenTelemetry Collector ClickHouse exporter's traces table (exporter/clickhouseexporter,
 -- internal/sqltemplates/traces_table.sql), column for column, so Grafana's ClickHouse trace view
@@ -164,7 +165,7 @@ CREATE TABLE IF NOT EXISTS {database}.orders
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY order_id
-SETTINGS index_granularity = 1024;
+SETTINGS index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 16384;
 
 -- Findings; identity (order_id, hop, kind), the newest version wins (open, then resolved).
 CREATE TABLE IF NOT EXISTS {database}.findings
@@ -186,4 +187,4 @@ CREATE TABLE IF NOT EXISTS {database}.findings
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY (order_id, hop, kind)
-SETTINGS index_granularity = 1024;
+SETTINGS index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 16384;
