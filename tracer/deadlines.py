@@ -1,53 +1,93 @@
-"""The deadline index: which orders to look at when the clock reaches a time.
+"""The deadline index: which orders to look at when the clock passes a time.
 
-A bucketed timing index: deadlines are rounded *up* to a bucket of ``width_ms`` and a bucket is
-a list of order ids. Only the first deadline of a bucket pushes onto the heap of bucket keys, so
-arming a deadline is an append in the common case, not a heap push per event. Entries are never
-removed: the caller keeps, per order, the bucket it is armed in and ignores stale entries.
-A bucket fires once the clock is strictly past every deadline in it (``key * width > due``).
+``arm(due_ms, order_id)`` asks for ``order_id`` once the clock is strictly past ``due_ms``;
+``pop_due(now_ms)`` hands over, earliest first, the orders whose time has come. Exact to the
+millisecond, without a heap push per deadline: deadlines wait in coarse windows of ``width_ms``
+(an append to a list; only the first deadline of a window pushes onto the heap of windows). Once
+the clock enters a window its deadlines move to per-millisecond buckets, at most ``width_ms`` of
+them, which fire exactly. Entries are never removed: the caller keeps, per order, the deadline it
+is armed for and ignores stale entries.
+
+This module imports only the standard library.
 """
 
 from __future__ import annotations
 
 import heapq
+from array import array
 
 
 class DeadlineIndex:
-    __slots__ = ("_buckets", "_heap", "width_ms")
+    __slots__ = ("_fine", "_fine_heap", "_now", "_windows", "_windows_heap", "width_ms")
 
     def __init__(self, width_ms: int = 100) -> None:
         if width_ms <= 0:
             raise ValueError(f"width_ms: {width_ms!r} must be a positive number of milliseconds")
         self.width_ms = width_ms
-        self._buckets: dict[int, list[str]] = {}
-        self._heap: list[int] = []
+        self._windows: dict[int, tuple[list[str], array[int]]] = {}  # window -> order ids, their dues
+        self._windows_heap: list[int] = []
+        self._now = -(2**63)  # the latest time asked about: windows that began before it are open
+        self._fine: dict[int, list[str]] = {}  # due ms -> order ids
+        self._fine_heap: list[int] = []
 
-    def key_for(self, due_ms: int) -> int:
-        """The bucket that fires once the clock is strictly past ``due_ms``."""
-        return due_ms // self.width_ms + 1
+    def arm(self, due_ms: int, order_id: str) -> None:
+        window = due_ms // self.width_ms
+        if window * self.width_ms < self._now:  # the clock is inside (or past) this window
+            self._arm_fine(due_ms, order_id)
+            return
+        entries = self._windows.get(window)
+        if entries is None:
+            self._windows[window] = ([order_id], array("q", (due_ms,)))
+            heapq.heappush(self._windows_heap, window)
+        else:
+            entries[0].append(order_id)
+            entries[1].append(due_ms)
 
-    def arm(self, key: int, order_id: str) -> None:
-        bucket = self._buckets.get(key)
+    def _arm_fine(self, due_ms: int, order_id: str) -> None:
+        bucket = self._fine.get(due_ms)
         if bucket is None:
-            self._buckets[key] = [order_id]
-            heapq.heappush(self._heap, key)
+            self._fine[due_ms] = [order_id]
+            heapq.heappush(self._fine_heap, due_ms)
         else:
             bucket.append(order_id)
 
     def pop_due(self, now_ms: int) -> tuple[int, list[str]] | None:
-        """The earliest bucket whose time has come, removed from the index; None when none has."""
-        heap = self._heap
-        if heap and heap[0] * self.width_ms <= now_ms:
-            key = heapq.heappop(heap)
-            return key, self._buckets.pop(key)
+        """The earliest deadline strictly before ``now_ms`` with its orders, removed from the
+        index; None when no deadline has passed."""
+        if now_ms > self._now:
+            self._now = now_ms
+        windows = self._windows_heap
+        if windows and windows[0] * self.width_ms < now_ms:
+            self._open_windows(now_ms)
+        fine = self._fine_heap
+        if fine and fine[0] < now_ms:
+            due = heapq.heappop(fine)
+            return due, self._fine.pop(due)
         return None
 
-    def next_key(self) -> int | None:
-        return self._heap[0] if self._heap else None
+    def _open_windows(self, now_ms: int) -> None:
+        """Move the deadlines of every window the clock has entered to the exact buckets."""
+        windows = self._windows_heap
+        width = self.width_ms
+        while windows and windows[0] * width < now_ms:
+            order_ids, dues = self._windows.pop(heapq.heappop(windows))
+            for order_id, due in zip(order_ids, dues, strict=True):
+                self._arm_fine(due, order_id)
+
+    def next_due(self) -> int | None:
+        """A lower bound of the earliest deadline armed (exact once its window is entered)."""
+        candidates = []
+        if self._fine_heap:
+            candidates.append(self._fine_heap[0])
+        if self._windows_heap:
+            candidates.append(self._windows_heap[0] * self.width_ms)
+        return min(candidates) if candidates else None
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._buckets.values())
+        return sum(len(ids) for ids, _ in self._windows.values()) + sum(len(b) for b in self._fine.values())
 
     def clear(self) -> None:
-        self._buckets.clear()
-        self._heap.clear()
+        self._windows.clear()
+        self._windows_heap.clear()
+        self._fine.clear()
+        self._fine_heap.clear()

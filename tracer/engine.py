@@ -6,15 +6,27 @@ Lifecycle, in the manner of a keyed stateful operator:
   findings the hop answers (late arrivals), raises or resolves ``failed``, learns transit times
   and arms the order's next deadline.
 * ``advance(now_ms)`` moves the engine's clock (never backwards) and raises the findings whose
-  deadline has passed. The engine never reads a clock: the caller decides what time it is
-  (``tracer.clock`` for live partitions, event time in a backtest).
+  deadline the clock is now strictly past. The engine never reads a clock: the caller decides
+  what time it is (``tracer.clock`` for live partitions, event time in a backtest).
 * ``drain_findings()`` / ``drain_snapshots()`` hand over what changed since the last call, for
-  the store and the detectors. ``restore()`` / ``drop_partition()`` rebuild and forget the open
-  orders of a partition.
+  the store and the detectors: every version of a finding (open, then resolved), in order.
+  ``restore()`` / ``drop_partition()`` rebuild and forget the open orders of a partition.
 
-State transitions are joins (earliest time of a hop, union of hops seen), so duplicates and
-out-of-order arrival converge on the same state. Per-order state is one ``gc=False`` struct with
-hop times and event-id hashes packed in ``bytes``; the deadline index holds one entry per order.
+Rules (docs/semantics.md says why):
+
+* A step is due ``within`` after the event time of its ``after`` hop; ``stalled`` at the soft
+  limit (``stall_after``, or learned from the edge), ``missing``/``unconfirmed`` at the hard one.
+  Both stay open until the hop arrives; a reported hop also implies every hop before it.
+* ``status: error`` opens ``failed`` at that hop (due at the earliest such error) unless the hop
+  had already succeeded. While a failure is open the order raises nothing else, and findings it
+  had raised are superseded (resolved with ``late_by_ms`` null) and raised again if still overdue
+  when a retry resolves the failure — so late news of a failure tells the same story as news on
+  time. A later ok at the hop, reported or implied, resolves the failure.
+
+State transitions are joins (earliest time of a hop, union of hops seen, earliest error), so
+duplicates and out-of-order arrival converge on the same open findings. Per-order state is one
+``gc=False`` struct with the hop times, the last event time, the armed deadline and 8-byte
+event-id hashes packed in one ``bytes``; the deadline index holds one entry per order.
 
 This module imports only the tracer's model, journeys, deadline index and transit learning.
 """
@@ -23,6 +35,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import sys
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,28 +63,31 @@ from tracer.model import (
 from tracer.transit import EdgeTransit
 
 _Q: Final = struct.Struct("<q")
+_UNPACK: Final = _Q.unpack_from
+_PACK: Final = _Q.pack
 _UNSET: Final = -(2**63)
-_UNSET_BYTES: Final = _Q.pack(_UNSET)
+_UNSET_BYTES: Final = _PACK(_UNSET)
+_NONE_ARMED: Final = _PACK(0)
 _MAX_PENDING: Final = 32  # hops of an order whose journey is not yet known, kept to replay
 _SEVERITY: Final = {STALLED: 1, UNCONFIRMED: 2, MISSING: 3, FAILED: 4}
 
 
 class OrderState(msgspec.Struct, gc=False):
-    """One open order. Bit i of ``seen`` is hop i of the journey (0 is the start)."""
+    """One open order. Bit i of ``seen`` is hop i of the journey (0 is the start).
+
+    ``buf`` packs int64s: the time of each hop of the journey (earliest ok time; for an implied
+    hop, a bound: the earliest later hop), then the latest event time, then the deadline the order
+    is armed for (0: none), then one 8-byte hash per event id seen."""
 
     journey: Journey | None
     partition: int
-    times: bytes  # packed int64 per hop index: earliest ok time (implied hops: a bound)
-    eids: bytes  # packed uint64 hashes of event ids seen
-    last_ts: int
+    buf: bytes
     seen: int = 0  # hops reported ok
     implied: int = 0  # hops not reported, but a later hop was: they happened
     raised: int = 0  # bit 2i: stalled raised for hop i; bit 2i+1: missing/unconfirmed raised
-    armed: int = 0  # the deadline bucket this order is armed in, 0 when none
     trace_id: str | None = None  # None: derived from the order id
     customer_id: str = ""
     pending: list[tuple[str, int, bool]] | None = None  # (hop, ts, error) awaiting a journey
-    completed: bool = False
 
 
 class OrderSnapshot(msgspec.Struct, frozen=True):
@@ -129,6 +146,8 @@ class Tracer:
         self._orders: dict[str, OrderState] = {}
         self._index = DeadlineIndex(bucket_ms)
         self._open: dict[str, list[Finding]] = {}  # order id -> its open findings
+        # order id -> hop index -> (due_at, detected_at) of its failure, open or resolved
+        self._failures: dict[str, dict[int, tuple[int, int]]] = {}
         self._closed: OrderedDict[str, None] = OrderedDict()  # recently completed or retired
         self._closed_memory = closed_memory
         self._edges: dict[str, list[EdgeTransit]] = {
@@ -148,35 +167,44 @@ class Tracer:
         if st is None:
             if oid in self._closed:
                 stats.after_close += 1
-                self._late_for_closed(ev)
-                return
+                return  # stored by the caller; nothing left to decide for a closed order
             st = self._new_state(ev, partition)
-        h = _eid_hash(ev.event_id)
-        eids = st.eids
-        if eids and h in memoryview(eids).cast("Q"):
-            stats.duplicates += 1
-            return
-        st.eids = eids + h.to_bytes(8, "little")
-        if ev.ts > st.last_ts:
-            st.last_ts = ev.ts
+        journey = st.journey
+        n8 = 8 * len(journey.hops) if journey is not None else 0
+        h = _eid_bytes(ev.event_id)
+        buf = st.buf
+        start = n8 + 16
+        pos = buf.find(h, start)
+        while pos >= 0:
+            if (pos - start) & 7 == 0:
+                stats.duplicates += 1
+                return
+            pos = buf.find(h, pos + 1)
+        ts = ev.ts
+        if ts > _UNPACK(buf, n8)[0]:
+            st.buf = b"".join((buf[:n8], _PACK(ts), buf[n8 + 8 :], h))
+        else:
+            st.buf = buf + h
         if ev.customer_id and not st.customer_id:
             st.customer_id = ev.customer_id
         if st.trace_id is None and ev.trace_id != derive_trace_id(oid):
             st.trace_id = ev.trace_id
         if self._dirty is not None:
             self._dirty[oid] = st
-        journey = st.journey
         if journey is None:
-            journey = self._adopt(st, ev)
+            journey = self._adopt(oid, st, ev)
             if journey is None:
                 self._check(oid, st, self.now)  # held for the retention period, then retired
                 return
+            self._after_change(oid, st, journey, False)
+            return
         i = journey.index.get(ev.hop)
         if i is None:
             stats.outside_journey += 1
             return
-        self._apply(oid, st, journey, i, ev.ts, ev.status == STATUS_ERROR)
-        self._after_change(oid, st, journey)
+        was_complete = (st.seen | st.implied) & journey.complete_mask == journey.complete_mask
+        self._apply(oid, st, journey, i, ts, ev.status == STATUS_ERROR)
+        self._after_change(oid, st, journey, was_complete)
 
     def _new_state(self, ev: HopEvent, partition: int) -> OrderState:
         journey = None
@@ -187,90 +215,139 @@ class Tracer:
         if journey is None:
             journey = self.journeys.infer(ev.hop)
         times = _UNSET_BYTES * len(journey.hops) if journey is not None else b""
-        st = OrderState(journey, partition, times, b"", ev.ts)
+        st = OrderState(journey, partition, times + _PACK(ev.ts) + _NONE_ARMED)
         self._orders[ev.order_id] = st
         return st
 
-    def _adopt(self, st: OrderState, ev: HopEvent) -> Journey | None:
+    def _adopt(self, oid: str, st: OrderState, ev: HopEvent) -> Journey | None:
         """An order of no known journey yet: this hop may tell which it is."""
         journey = self.journeys.journeys.get(ev.journey) if ev.journey else None
         journey = journey or self.journeys.infer(ev.hop)
+        pending = st.pending if st.pending is not None else []
+        entry = (ev.hop, ev.ts, ev.status == STATUS_ERROR)
         if journey is None:
-            pending = st.pending if st.pending is not None else []
             if len(pending) < _MAX_PENDING:
-                pending.append((ev.hop, ev.ts, ev.status == STATUS_ERROR))
+                pending.append(entry)
             st.pending = pending
             return None
         st.journey = journey
-        st.times = _UNSET_BYTES * len(journey.hops)
-        oid = ev.order_id
-        for hop, ts, error in st.pending or ():
+        st.buf = _UNSET_BYTES * len(journey.hops) + st.buf
+        st.pending = None
+        for hop, ts, error in sorted([*pending, entry], key=lambda p: (p[1], p[2])):
             i = journey.index.get(hop)
             if i is not None:
                 self._apply(oid, st, journey, i, ts, error)
-        st.pending = None
         return journey
 
     def _apply(self, oid: str, st: OrderState, j: Journey, i: int, ts: int, error: bool) -> None:
-        bit = 1 << i
         if error:
             self._on_error(oid, st, j, i, ts)
             return
-        if st.seen & bit and _time(st.times, i) <= ts:
+        bit = 1 << i
+        buf = st.buf
+        if st.seen & bit and _UNPACK(buf, 8 * i)[0] <= ts:
             return  # the hop is known at this time or earlier; an earlier report moves it back
-        times = _with_time(st.times, i, ts)
+        moved = 0  # hops whose time moved back: a resolved failure there was shorter
+        if st.seen & bit or st.implied & bit:
+            moved = bit
+        changed = bytearray(buf)
+        _Q.pack_into(changed, 8 * i, ts)
         st.seen |= bit
         st.implied &= ~bit
-        self._learn(st, j, i, times, ts)
+        self._learn(st, j, i, changed, ts)
         # Every hop before this one happened, reported or not: cancel what waits for them.
         for a in j.ancestors[i]:
             abit = 1 << a
             if not st.seen & abit:
-                if not st.implied & abit or _time(times, a) > ts:
-                    times = _with_time(times, a, ts)
-                st.implied |= abit
-        st.times = times
+                if not st.implied & abit:
+                    _Q.pack_into(changed, 8 * a, ts)
+                    st.implied |= abit
+                elif _UNPACK(changed, 8 * a)[0] > ts:
+                    _Q.pack_into(changed, 8 * a, ts)
+                    moved |= abit
+        st.buf = bytes(changed)
         if oid in self._open:
-            self._resolve_answered(oid, st, j, ts)
+            self._resolve_answered(oid, st, j)
+        if moved and oid in self._failures:
+            self._shorten_failures(oid, st, j, moved)
 
     def _on_error(self, oid: str, st: OrderState, j: Journey, i: int, ts: int) -> None:
-        hop = j.hops[i]
-        for f in self._open.get(oid, ()):
-            if f.kind == FAILED and f.hop == hop:
-                return  # already failed there; the first failure is the story
-        if st.seen & (1 << i) and _time(st.times, i) < ts:
+        bit = 1 << i
+        done = (st.seen | st.implied) & bit
+        if done and _UNPACK(st.buf, 8 * i)[0] < ts:
             return  # the hop had already succeeded; a later error there does not undo it
-        self.stats.raised[FAILED] = self.stats.raised.get(FAILED, 0) + 1
+        failures = self._failures.setdefault(oid, {})
+        known = failures.get(i)
+        if known is not None and known[0] <= ts:
+            return  # the failure there started earlier: the first failure is the story
+        now = self.now
+        detected = ts if ts > now else now
+        if known is not None and known[1] < detected:
+            detected = known[1]
+        failures[i] = (ts, detected)
+        if known is None:
+            self.stats.raised[FAILED] = self.stats.raised.get(FAILED, 0) + 1
+        failure = self._failure(oid, st, j, i, ts, detected)
+        if done:  # an earlier failure, reported after the success that followed it
+            self._emit_resolved(failure, _UNPACK(st.buf, 8 * i)[0])
+            return
+        opened = self._open.get(oid)
+        if opened is not None:
+            for k, f in enumerate(opened):
+                if f.kind == FAILED and f.hop == failure.hop:
+                    opened[k] = failure  # an earlier error: the failure started there
+                    self._findings.append(failure)
+                    return
+            self._supersede(oid, st, j, opened, ts)
+        self._open.setdefault(oid, []).append(failure)
+        self._findings.append(failure)
+
+    def _failure(self, oid: str, st: OrderState, j: Journey, i: int, due: int, detected: int) -> Finding:
         step = j.step_at[i]
-        failure = Finding(
+        return Finding(
             oid,
             j.name,
             FAILED,
-            hop,
+            j.hops[i],
             step.after if step is not None else "",
-            ts,
-            max(self.now, ts),
+            due,
+            detected,
             OPEN,
             None,
             None,
             st.trace_id or derive_trace_id(oid),
             st.customer_id,
         )
-        if st.seen & (1 << i):  # an earlier failure, reported after the success that followed it
-            self._emit_resolved(failure, max(self.now, ts), _time(st.times, i))
-            return
-        self._open.setdefault(oid, []).append(failure)
-        self._findings.append(failure)
 
-    def _resolve_answered(self, oid: str, st: OrderState, j: Journey, ts: int) -> None:
+    def _supersede(self, oid: str, st: OrderState, j: Journey, opened: list[Finding], ts: int) -> None:
+        """A failure opens: it is the story now. What the order had raised is resolved (with no
+        lateness: nothing arrived) and may be raised again once the failure resolves."""
+        resolved_at = max(self.now, ts)
+        for f in opened:
+            if f.kind == FAILED:
+                continue
+            self.stats.resolved[f.kind] = self.stats.resolved.get(f.kind, 0) + 1
+            self._findings.append(msgspec.structs.replace(f, status=RESOLVED, resolved_at=resolved_at))
+            i = j.index[f.hop]
+            st.raised &= ~((1 if f.kind == STALLED else 2) << (2 * i))
+        opened[:] = [f for f in opened if f.kind == FAILED]
+
+    def _shorten_failures(self, oid: str, st: OrderState, j: Journey, moved: int) -> None:
+        """Hops of resolved failures went through earlier than known: say so in the finding."""
+        opened = self._open.get(oid, ())
+        for i, (due, detected) in self._failures[oid].items():
+            if moved & (1 << i) and not any(f.kind == FAILED and f.hop == j.hops[i] for f in opened):
+                self._emit_resolved(self._failure(oid, st, j, i, due, detected), _UNPACK(st.buf, 8 * i)[0])
+
+    def _resolve_answered(self, oid: str, st: OrderState, j: Journey) -> None:
         """Resolve the open findings whose hop is now reported or implied."""
         done = st.seen | st.implied
         keep = []
-        now = max(self.now, ts)
+        buf = st.buf
         for f in self._open[oid]:
             i = j.index.get(f.hop, -1)
             if i >= 0 and done & (1 << i):
-                self._emit_resolved(f, now, _time(st.times, i))
+                self._emit_resolved(f, _UNPACK(buf, 8 * i)[0])
             else:
                 keep.append(f)
         if keep:
@@ -278,34 +355,34 @@ class Tracer:
         else:
             del self._open[oid]
 
-    def _emit_resolved(self, f: Finding, now: int, arrived: int) -> None:
+    def _emit_resolved(self, f: Finding, arrived: int) -> None:
         self.stats.resolved[f.kind] = self.stats.resolved.get(f.kind, 0) + 1
         late = arrived - f.due_at
         self._findings.append(
             msgspec.structs.replace(
                 f,
                 status=RESOLVED,
-                resolved_at=now,
+                resolved_at=max(self.now, arrived),
                 late_by_ms=late if late > 0 else 0,
             )
         )
 
-    def _learn(self, st: OrderState, j: Journey, i: int, times: bytes, ts: int) -> None:
+    def _learn(self, st: OrderState, j: Journey, i: int, times: bytearray, ts: int) -> None:
         edges = self._edges[j.name]
         step = j.step_at[i]
         if step is not None and st.seen & (1 << step.after_index):
-            edges[i].record(ts - _time(times, step.after_index))
+            edges[i].record(ts - _UNPACK(times, 8 * step.after_index)[0])
         for child in j.children[i]:
             if st.seen & (1 << child.index):
-                edges[child.index].record(_time(times, child.index) - ts)
+                edges[child.index].record(_UNPACK(times, 8 * child.index)[0] - ts)
 
-    def _after_change(self, oid: str, st: OrderState, j: Journey) -> None:
-        if (st.seen | st.implied) & j.complete_mask == j.complete_mask and not st.completed:
-            st.completed = True
-            self.stats.completed += 1
-        if st.completed and oid not in self._open:
-            self._close(oid, st)
-            return
+    def _after_change(self, oid: str, st: OrderState, j: Journey, was_complete: bool) -> None:
+        if (st.seen | st.implied) & j.complete_mask == j.complete_mask:
+            if not was_complete:
+                self.stats.completed += 1
+            if oid not in self._open:
+                self._close(oid, st)
+                return
         self._check(oid, st, self.now)
 
     # -- time -----------------------------------------------------------------------------------
@@ -316,51 +393,59 @@ class Tracer:
             return
         self.now = now_ms
         orders = self._orders
-        while (due := self._index.pop_due(now_ms)) is not None:
-            key, order_ids = due
+        pop_due = self._index.pop_due
+        while (due := pop_due(now_ms)) is not None:
+            armed, order_ids = due
             for oid in order_ids:
                 st = orders.get(oid)
-                if st is not None and st.armed == key:
-                    st.armed = 0
-                    self._check(oid, st, now_ms)
+                if st is None:
+                    continue
+                j = st.journey
+                if _UNPACK(st.buf, 8 * len(j.hops) + 8 if j is not None else 8)[0] == armed:
+                    self._check(oid, st, now_ms, fired=True)
 
-    def _check(self, oid: str, st: OrderState, now: int) -> None:
+    def _check(self, oid: str, st: OrderState, now: int, fired: bool = False) -> None:
         """Raise what is due for one order and arm its next deadline (or retire it)."""
         j = st.journey
-        next_due = st.last_ts + self.retention_ms
+        buf = st.buf
+        n8 = 8 * len(j.hops) if j is not None else 0
+        next_due = _UNPACK(buf, n8)[0] + self.retention_ms
         if j is not None:
-            failing = oid in self._open and any(f.kind == FAILED for f in self._open[oid])
+            opened = self._open.get(oid)
+            failing = opened is not None and any(f.kind == FAILED for f in opened)
             done = st.seen | st.implied
             raised = st.raised
             edges = self._edges[j.name]
             for step in j.steps:
-                if done & (1 << step.index) or not done & (1 << step.after_index):
+                i = step.index
+                if done & (1 << i) or not done & (1 << step.after_index):
                     continue
-                base = _time(st.times, step.after_index)
+                base = _UNPACK(buf, 8 * step.after_index)[0]
                 hard = base + step.within_ms
                 soft = base + step.stall_after_ms if step.stall_after_ms is not None else None
-                if soft is None and (learned := edges[step.index].limit_ms) is not None:
+                if soft is None and (learned := edges[i].limit_ms) is not None:
                     soft = base + learned
                 # While the order has an open failure, what falls due is held back: it is
                 # looked at again when the failure resolves (on_event checks the order again).
-                if soft is not None and soft < hard and not raised & (1 << (2 * step.index)):
+                if soft is not None and soft < hard and not raised & (1 << (2 * i)):
                     if soft >= now:
-                        next_due = min(next_due, soft)
+                        if soft < next_due:
+                            next_due = soft
                     elif not failing:
-                        self._raise(oid, st, j, step.index, STALLED, soft, now)
-                if not raised & (2 << (2 * step.index)):
+                        self._raise(oid, st, j, i, STALLED, soft, now)
+                if not raised & (2 << (2 * i)):
                     if hard >= now:
-                        next_due = min(next_due, hard)
+                        if hard < next_due:
+                            next_due = hard
                     elif not failing:
-                        kind = UNCONFIRMED if step.confirmation else MISSING
-                        self._raise(oid, st, j, step.index, kind, hard, now)
+                        self._raise(oid, st, j, i, UNCONFIRMED if step.confirmation else MISSING, hard, now)
         if next_due < now:
             self._retire(oid, st)
             return
-        key = self._index.key_for(next_due)
-        if st.armed == 0 or key < st.armed:
-            st.armed = key
-            self._index.arm(key, oid)
+        armed = 0 if fired else _UNPACK(buf, n8 + 8)[0]
+        if armed == 0 or next_due < armed:
+            st.buf = b"".join((buf[: n8 + 8], _PACK(next_due), buf[n8 + 16 :]))
+            self._index.arm(next_due, oid)
 
     def _raise(self, oid: str, st: OrderState, j: Journey, i: int, kind: str, due: int, now: int) -> None:
         st.raised |= (1 if kind == STALLED else 2) << (2 * i)
@@ -395,15 +480,13 @@ class Tracer:
         if self._dirty is not None:
             self._dirty[oid] = self.snapshot(oid, st)
         self._open.pop(oid, None)
+        self._failures.pop(oid, None)
 
     def _retire(self, oid: str, st: OrderState) -> None:
         """Nothing has happened to the order for the retention period and nothing is awaited:
         stop holding it. Its open findings stay open in the store."""
         self.stats.retired += 1
         self._close(oid, st)
-
-    def _late_for_closed(self, ev: HopEvent) -> None:
-        """A hop for an order no longer held. It is stored by the caller; nothing to decide."""
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -419,6 +502,9 @@ class Tracer:
 
     def snapshot(self, oid: str, st: OrderState) -> OrderSnapshot:
         j = st.journey
+        buf = st.buf
+        n8 = 8 * len(j.hops) if j is not None else 0
+        last_ts = _UNPACK(buf, n8)[0]
         hops: list[str] = []
         hop_ts: list[int] = []
         implied: list[bool] = []
@@ -428,11 +514,11 @@ class Tracer:
             for i, hop in enumerate(j.hops):
                 if done & (1 << i):
                     hops.append(hop)
-                    hop_ts.append(_time(st.times, i))
+                    hop_ts.append(_UNPACK(buf, 8 * i)[0])
                     implied.append(not st.seen & (1 << i))
             for step in j.steps:
                 if not done & (1 << step.index) and done & (1 << step.after_index):
-                    due = _time(st.times, step.after_index) + step.within_ms
+                    due = _UNPACK(buf, 8 * step.after_index)[0] + step.within_ms
                     if next_due == 0 or due < next_due:
                         next_hop, next_due = step.hop, due
         return OrderSnapshot(
@@ -445,15 +531,15 @@ class Tracer:
             hops,
             hop_ts,
             implied,
-            min(hop_ts) if hop_ts else st.last_ts,
-            st.last_ts,
+            min(hop_ts) if hop_ts else last_ts,
+            last_ts,
             next_hop,
             next_due,
             oid in self._orders,
             st.seen,
             st.implied,
             st.raised,
-            list(memoryview(st.eids).cast("Q")),
+            _eid_ints(buf[n8 + 16 :]),
             list(st.pending or ()),
         )
 
@@ -464,7 +550,10 @@ class Tracer:
                 worst = f.kind
         if worst:
             return worst
-        return COMPLETED if st.completed else IN_PROGRESS
+        j = st.journey
+        if j is not None and (st.seen | st.implied) & j.complete_mask == j.complete_mask:
+            return COMPLETED
+        return IN_PROGRESS
 
     def open_findings(self, oid: str) -> list[Finding]:
         return list(self._open.get(oid, ()))
@@ -490,37 +579,39 @@ class Tracer:
             if not s.open:
                 continue
             j = self.journeys.journeys.get(s.journey) if s.journey else None
-            times = _UNSET_BYTES * len(j.hops) if j is not None else b""
+            times = bytearray(_UNSET_BYTES * len(j.hops)) if j is not None else bytearray()
             if j is not None:
                 for hop, ts in zip(s.hops, s.hop_ts, strict=True):
                     i = j.index.get(hop)
                     if i is not None:
-                        times = _with_time(times, i, ts)
+                        _Q.pack_into(times, 8 * i, ts)
+            eids = b"".join(h.to_bytes(8, "big") for h in s.eids)
             st = OrderState(
                 j,
                 s.partition,
-                times,
-                b"".join(h.to_bytes(8, "little") for h in s.eids),
-                s.last_ts,
+                bytes(times) + _PACK(s.last_ts) + _NONE_ARMED + eids,
                 s.seen_mask,
                 s.implied_mask,
                 s.raised_mask,
-                0,
                 s.trace_id if s.trace_id != derive_trace_id(s.order_id) else None,
                 s.customer_id,
                 list(s.pending) or None,
-                j is not None and (s.seen_mask | s.implied_mask) & j.complete_mask == j.complete_mask,
             )
             self._orders[s.order_id] = st
             self._closed.pop(s.order_id, None)
             n += 1
         for f in findings:
-            if f.status == OPEN and f.order_id in self._orders:
-                opened = self._open.setdefault(f.order_id, [])
-                if all(o.finding_id != f.finding_id for o in opened):
-                    opened.append(f)
+            st_or_none = self._orders.get(f.order_id)
+            if f.status != OPEN or st_or_none is None:
+                continue
+            opened = self._open.setdefault(f.order_id, [])
+            if all(o.finding_id != f.finding_id for o in opened):
+                opened.append(f)
+                j = st_or_none.journey
+                if f.kind == FAILED and j is not None and f.hop in j.index:
+                    self._failures.setdefault(f.order_id, {})[j.index[f.hop]] = (f.due_at, f.detected_at)
         for oid, st in self._orders.items():
-            if st.armed == 0:
+            if _armed(st) == 0:
                 self._check(oid, st, self.now)
         return n
 
@@ -530,23 +621,34 @@ class Tracer:
         for oid in gone:
             del self._orders[oid]
             self._open.pop(oid, None)
+            self._failures.pop(oid, None)
             if self._dirty is not None:
                 self._dirty.pop(oid, None)
         return len(gone)
 
 
-def _time(times: bytes, i: int) -> int:
-    return int(_Q.unpack_from(times, 8 * i)[0])
+def _armed(st: OrderState) -> int:
+    j = st.journey
+    return int(_UNPACK(st.buf, 8 * len(j.hops) + 8 if j is not None else 8)[0])
 
 
-def _with_time(times: bytes, i: int, ts: int) -> bytes:
-    return times[: 8 * i] + _Q.pack(ts) + times[8 * i + 8 :]
+def _eid_ints(packed: bytes) -> list[int]:
+    """The event-id hashes as the integers the store keeps (big-endian, as the hex they come from)."""
+    ids = array("Q", packed)
+    if sys.byteorder == "little":
+        ids.byteswap()
+    return ids.tolist()
 
 
-def _eid_hash(event_id: str) -> int:
+def _eid_bytes(event_id: str) -> bytes:
+    """8 bytes standing for an event id: the first half of a 32-hex id (the default ids are
+    hashes already), else a hash of it."""
     if len(event_id) == 32:
         try:
-            return int(event_id[:16], 16)
+            h = bytes.fromhex(event_id[:16])
         except ValueError:
             pass
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+        else:
+            if len(h) == 8:
+                return h
+    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()[::-1]

@@ -8,16 +8,20 @@ below the floor; it is withheld until enough samples exist (no guessing on a col
 
 from __future__ import annotations
 
+import math
 from array import array
 
 from tracer.journeys import StallLearning
 
 
 class EdgeTransit:
-    __slots__ = ("_learning", "_pos", "_ring", "_since", "count", "limit_ms", "percentile_ms")
+    __slots__ = ("_every", "_learning", "_pos", "_ring", "_since", "count", "limit_ms", "percentile_ms")
 
     def __init__(self, learning: StallLearning, size: int = 512, refresh: int = 32) -> None:
+        if size <= 0 or refresh <= 0:
+            raise ValueError(f"size {size!r} and refresh {refresh!r} must be positive numbers of samples")
         self._learning = learning
+        self._every = refresh
         self._ring = array("q", [0]) * size
         self._pos = 0
         self.count = 0
@@ -31,14 +35,14 @@ class EdgeTransit:
         self._pos = (self._pos + 1) % len(ring)
         self.count += 1
         self._since += 1
-        if self._since >= 32 and self.count >= self._learning.min_samples:
+        if self._since >= self._every and self.count >= self._learning.min_samples:
             self._refresh()
 
     def _refresh(self) -> None:
         self._since = 0
         n = min(self.count, len(self._ring))
         window = sorted(self._ring[:n])
-        rank = min(n - 1, int(n * self._learning.percentile / 100.0))
+        rank = max(0, math.ceil(n * self._learning.percentile / 100.0) - 1)  # nearest rank
         self.percentile_ms = window[rank]
         self.limit_ms = max(self._learning.floor_ms, int(window[rank] * self._learning.factor))
 

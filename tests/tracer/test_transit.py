@@ -1,0 +1,65 @@
+"""Learned transit times of an edge: the soft limit is a high percentile of recent samples times
+a factor, never below the floor, withheld until enough samples exist, refreshed as samples come."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracer.journeys import StallLearning
+from tracer.transit import EdgeTransit
+
+
+def edge(samples: list[int], **learning: float) -> EdgeTransit:
+    e = EdgeTransit(StallLearning(**learning))  # type: ignore[arg-type]
+    for ms in samples:
+        e.record(ms)
+    return e
+
+
+def test_nothing_is_learned_before_min_samples() -> None:
+    e = edge([1000] * 29)
+    assert (e.limit_ms, e.percentile_ms) == (None, None)
+    e.record(1000)
+    assert (e.percentile_ms, e.limit_ms) == (1000, 2000)
+
+
+def test_the_limit_is_the_percentile_times_the_factor() -> None:
+    e = edge(list(range(1, 101)), percentile=90.0, factor=3.0, floor_ms=0, min_samples=100)
+    assert e.percentile_ms == 90  # nearest rank: the 90th of 100 samples
+    assert e.limit_ms == 270
+
+
+def test_the_limit_is_never_below_the_floor() -> None:
+    e = edge([10] * 30, floor_ms=1000)
+    assert (e.percentile_ms, e.limit_ms) == (10, 1000)
+
+
+def test_the_limit_is_refreshed_every_refresh_samples() -> None:
+    e = EdgeTransit(StallLearning(min_samples=1, floor_ms=0), refresh=4)
+    e.record(100)
+    assert e.limit_ms == 200
+    for _ in range(3):
+        e.record(1000)
+    assert e.limit_ms == 200  # not yet: three samples since the last refresh
+    e.record(1000)
+    assert e.limit_ms == 2000
+
+
+def test_only_the_most_recent_samples_count() -> None:
+    e = EdgeTransit(StallLearning(min_samples=1, floor_ms=0), size=8, refresh=1)
+    for ms in [5000] * 8 + [100] * 8:
+        e.record(ms)
+    assert e.percentile_ms == 100
+    assert sorted(e.recent()) == [100] * 8
+    assert e.count == 16
+
+
+def test_a_negative_transit_from_clock_skew_counts_as_zero() -> None:
+    e = edge([-500] * 30, floor_ms=0)
+    assert e.percentile_ms == 0
+
+
+@pytest.mark.parametrize(("size", "refresh"), [(0, 32), (512, 0)])
+def test_sizes_that_are_not_positive_are_refused(size: int, refresh: int) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        EdgeTransit(StallLearning(), size=size, refresh=refresh)
