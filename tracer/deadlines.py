@@ -51,19 +51,24 @@ class DeadlineIndex:
         else:
             bucket.append(order_id)
 
-    def pop_due(self, now_ms: int) -> tuple[int, list[str]] | None:
-        """The earliest deadline strictly before ``now_ms`` with its orders, removed from the
-        index; None when no deadline has passed."""
+    def pop_due(self, now_ms: int) -> list[tuple[int, list[str]]]:
+        """Every deadline strictly before ``now_ms`` with its orders, earliest first, removed from
+        the index (empty when none has passed). Deadlines armed from now on are not before
+        ``now_ms`` (the caller arms what is not yet due), so one call per clock move is enough."""
         if now_ms > self._now:
             self._now = now_ms
         windows = self._windows_heap
         if windows and windows[0] * self.width_ms < now_ms:
             self._open_windows(now_ms)
         fine = self._fine_heap
-        if fine and fine[0] < now_ms:
+        if not fine or fine[0] >= now_ms:
+            return []
+        out = []
+        buckets = self._fine
+        while fine and fine[0] < now_ms:
             due = heapq.heappop(fine)
-            return due, self._fine.pop(due)
-        return None
+            out.append((due, buckets.pop(due)))
+        return out
 
     def _open_windows(self, now_ms: int) -> None:
         """Move the deadlines of every window the clock has entered to the exact buckets."""

@@ -181,29 +181,37 @@ class Tracer:
                 return
             pos = buf.find(h, pos + 1)
         ts = ev.ts
+        changed = bytearray(buf)
+        changed += h
         if ts > _UNPACK(buf, n8)[0]:
-            st.buf = b"".join((buf[:n8], _PACK(ts), buf[n8 + 8 :], h))
-        else:
-            st.buf = buf + h
+            _Q.pack_into(changed, n8, ts)
         if ev.customer_id and not st.customer_id:
             st.customer_id = ev.customer_id
         if st.trace_id is None and ev.trace_id != derive_trace_id(oid):
             st.trace_id = ev.trace_id
         if self._dirty is not None:
             self._dirty[oid] = st
-        if journey is None:
-            journey = self._adopt(oid, st, ev)
+        i = journey.index.get(ev.hop) if journey is not None else None
+        if journey is None or i is None or ev.status == STATUS_ERROR:
+            st.buf = bytes(changed)
             if journey is None:
-                self._check(oid, st, self.now)  # held for the retention period, then retired
-                return
-            self._after_change(oid, st, journey, False)
-            return
-        i = journey.index.get(ev.hop)
-        if i is None:
-            stats.outside_journey += 1
+                journey = self._adopt(oid, st, ev)
+                if journey is None:
+                    self._check(oid, st, self.now)  # held for the retention period, then retired
+                    return
+                self._after_change(oid, st, journey, False)
+            elif i is None:
+                stats.outside_journey += 1
+            else:
+                was_complete = (st.seen | st.implied) & journey.complete_mask == journey.complete_mask
+                self._on_error(oid, st, journey, i, ts)
+                self._after_change(oid, st, journey, was_complete)
             return
         was_complete = (st.seen | st.implied) & journey.complete_mask == journey.complete_mask
-        self._apply(oid, st, journey, i, ts, ev.status == STATUS_ERROR)
+        moved = self._fold(st, journey, i, ts, changed)
+        st.buf = bytes(changed)
+        if moved >= 0:
+            self._answered(oid, st, journey, moved)
         self._after_change(oid, st, journey, was_complete)
 
     def _new_state(self, ev: HopEvent, partition: int) -> OrderState:
@@ -222,6 +230,8 @@ class Tracer:
     def _adopt(self, oid: str, st: OrderState, ev: HopEvent) -> Journey | None:
         """An order of no known journey yet: this hop may tell which it is."""
         journey = self.journeys.journeys.get(ev.journey) if ev.journey else None
+        if ev.journey and journey is None:
+            self.stats.unknown_journey += 1
         journey = journey or self.journeys.infer(ev.hop)
         pending = st.pending if st.pending is not None else []
         entry = (ev.hop, ev.ts, ev.status == STATUS_ERROR)
@@ -243,14 +253,22 @@ class Tracer:
         if error:
             self._on_error(oid, st, j, i, ts)
             return
+        changed = bytearray(st.buf)
+        moved = self._fold(st, j, i, ts, changed)
+        if moved >= 0:
+            st.buf = bytes(changed)
+            self._answered(oid, st, j, moved)
+
+    def _fold(self, st: OrderState, j: Journey, i: int, ts: int, changed: bytearray) -> int:
+        """Hop ``i`` went through at ``ts``: its time, the hops it implies, the edges it teaches.
+        Updates ``changed`` (the order's buf) and returns the hops whose known time moved back,
+        or -1 when the hop was already known at this time or earlier (nothing changed)."""
         bit = 1 << i
-        buf = st.buf
-        if st.seen & bit and _UNPACK(buf, 8 * i)[0] <= ts:
-            return  # the hop is known at this time or earlier; an earlier report moves it back
+        if st.seen & bit and _UNPACK(changed, 8 * i)[0] <= ts:
+            return -1  # the hop is known at this time or earlier; an earlier report moves it back
         moved = 0  # hops whose time moved back: a resolved failure there was shorter
         if st.seen & bit or st.implied & bit:
             moved = bit
-        changed = bytearray(buf)
         _Q.pack_into(changed, 8 * i, ts)
         st.seen |= bit
         st.implied &= ~bit
@@ -265,7 +283,10 @@ class Tracer:
                 elif _UNPACK(changed, 8 * a)[0] > ts:
                     _Q.pack_into(changed, 8 * a, ts)
                     moved |= abit
-        st.buf = bytes(changed)
+        return moved
+
+    def _answered(self, oid: str, st: OrderState, j: Journey, moved: int) -> None:
+        """After a hop went through: resolve what it answers, correct failures it shortened."""
         if oid in self._open:
             self._resolve_answered(oid, st, j)
         if moved and oid in self._failures:
@@ -393,9 +414,7 @@ class Tracer:
             return
         self.now = now_ms
         orders = self._orders
-        pop_due = self._index.pop_due
-        while (due := pop_due(now_ms)) is not None:
-            armed, order_ids = due
+        for armed, order_ids in self._index.pop_due(now_ms):
             for oid in order_ids:
                 st = orders.get(oid)
                 if st is None:

@@ -480,10 +480,10 @@ def test_the_journey_named_in_the_event_is_used() -> None:
 
 def test_an_unknown_journey_name_is_counted_and_the_journey_inferred() -> None:
     t = tracer()
-    feed(t, hop("o1", CHECKOUT, 0, journey="mobile"))
-    assert t.stats.unknown_journey == 1
+    feed(t, hop("o1", CHECKOUT, 0, journey="mobile"), hop("o2", "gift.wrapped", 0), hop("o2", CHECKOUT, 0, journey="x"))
+    assert t.stats.unknown_journey == 2
     t.advance(at(M))
-    assert [f.journey for f in t.drain_findings()] == ["web_order"]
+    assert [(f.order_id, f.journey) for f in t.drain_findings()] == [("o1", "web_order"), ("o2", "web_order")]
 
 
 def test_the_journey_is_inferred_from_a_hop_only_one_journey_has() -> None:
@@ -704,3 +704,15 @@ def test_the_deadline_bucket_width_does_not_change_when_findings_fire(bucket_ms:
     assert t.drain_findings() == []
     t.advance(at(30 * S + 8))
     assert [f.order_id for f in t.drain_findings()] == ["o2"]
+
+
+def test_a_restored_failure_is_resolved_by_the_retry_and_moved_back_by_an_earlier_error() -> None:
+    first = tracer()
+    feed(first, hop("o1", CHECKOUT, 0), hop("o1", PAYMENT, 5 * S, status="error"))
+    second = tracer()
+    second.restore(first.drain_snapshots(), first.drain_findings())
+    second.on_event(hop("o1", PAYMENT, 2 * S, status="error"))
+    second.on_event(hop("o1", PAYMENT, 9 * S))
+    moved, resolved = second.drain_findings()
+    assert (moved.status, moved.due_at) == (OPEN, at(2 * S))
+    assert (resolved.status, resolved.due_at, resolved.late_by_ms) == (RESOLVED, at(2 * S), 7 * S)
