@@ -7,18 +7,18 @@ given to ``open``, read once there). Both go through the same client code. ``ope
 database and applies the pending migrations of ``tracer/migrations`` (``NNNN_name.sql``, recorded
 in ``schema_migrations``), then sets the TTL of every table to ``ttl_days`` (``None``: no TTL).
 
-Tables (see the migrations): ``hops`` (events by order id, for the lookup), ``otel_traces`` (the
+Tables (see the migrations): ``hops`` (events by order id, typed), ``otel_traces`` (the
 OpenTelemetry Collector ClickHouse exporter's layout, filled from ``hops`` by a materialized view
 so Grafana's trace view works; never written from Python), ``orders`` (latest ``OrderSnapshot``,
-ReplacingMergeTree by version) and ``findings`` (latest version per (order_id, hop, kind)).
+ReplacingMergeTree by version), ``findings`` (latest version per (order_id, hop, kind)) and
+``trail`` (every record of an order whole, as JSON, keyed by order id: what ``order()`` reads).
 
-Reads: ``hops``, ``orders`` and ``findings`` also keep each record whole as JSON in a ``doc``
-column, and every read returns records from ``doc`` alone (``order()`` in one query): in ClickHouse
-a point lookup costs per column read, ~0.25 ms each here, so reading 20 typed columns was 3x
-slower than one. The typed columns serve filters, the views, and people and dashboards using SQL.
+Why ``trail``: a ClickHouse point read costs about 1 ms per part and per column read (chDB here),
+so the lookup reading three typed tables took ~10 ms at 5M events, one ``doc`` column of one
+table ~4 ms. Searches and restores read the typed tables, where filters and indexes apply.
 
 Writes: ``write()`` is one column-oriented insert per table with integer-millisecond times, never
-a query per event, in the order hops → findings → orders, so that a crash between them never
+a query per event, in the order hops → findings → orders → trail, so that a crash between them never
 leaves a stored order whose raised findings are not stored. It returns once chDB or the server
 has written the parts (synchronous inserts, ``async_insert=0``): a kill -9 after it returned loses
 nothing (tested); the files are not fsync'd, so a power loss may. Versions are ``time_ns``-based,
@@ -77,20 +77,32 @@ _TTL_COLUMNS: Final = {
     "otel_traces_trace_id_ts": "Start",
     "orders": "last_ts",
     "findings": "detected_at",
+    "trail": "ts",
 }
 
 _EVENT_COLUMNS: Final = tuple(HopEvent.__struct_fields__)
 _FINDING_COLUMNS: Final = tuple(Finding.__struct_fields__)
 _SNAPSHOT_COLUMNS: Final = tuple(OrderSnapshot.__struct_fields__)
 _INSERT_COLUMNS: Final = {
-    "hops": (*_EVENT_COLUMNS, "ingested_at", "doc"),
-    "findings": (*_FINDING_COLUMNS, "version", "doc"),
-    "orders": (*_SNAPSHOT_COLUMNS, "version", "doc"),
+    "hops": (*_EVENT_COLUMNS, "ingested_at"),
+    "findings": (*_FINDING_COLUMNS, "version"),
+    "orders": (*_SNAPSHOT_COLUMNS, "version"),
+    "trail": ("order_id", "kind", "id", "version", "ts", "doc"),
 }
+_MS_COLUMNS: Final = frozenset({"ts", "due_at", "detected_at", "resolved_at", "first_ts", "last_ts", "next_due"})
 _ENCODE: Final = msgspec.json.Encoder().encode
 _EVENT_DOC: Final = msgspec.json.Decoder(HopEvent).decode
 _FINDING_DOC: Final = msgspec.json.Decoder(Finding).decode
 _SNAPSHOT_DOC: Final = msgspec.json.Decoder(OrderSnapshot).decode
+
+
+def _select(columns: Iterable[str]) -> str:
+    """A select list giving back a struct's fields in order, times as epoch milliseconds."""
+    return ", ".join(f"toUnixTimestamp64Milli(`{c}`)" if c in _MS_COLUMNS else f"`{c}`" for c in columns)
+
+
+_FINDING_SELECT: Final = _select(_FINDING_COLUMNS)
+_SNAPSHOT_SELECT: Final = _select(_SNAPSHOT_COLUMNS)
 
 
 class OrderRecord(msgspec.Struct, frozen=True):
@@ -168,7 +180,7 @@ class Store:
                 for t in ("orders", "findings")
                 for r in store._rows(f"SELECT max(version) FROM {database}.{t}")
             )
-            for table in ("hops", "findings", "orders"):
+            for table in _INSERT_COLUMNS:
                 store._types[table] = store._column_types(table)
         except BaseException:
             store.close()
@@ -224,7 +236,10 @@ class Store:
         if not (events or findings or snapshots):
             return
         now = self._now_ns()
-        hop_columns = _event_columns(events, snapshots, now // 1_000_000) if events else None
+        if events and snapshots:  # an event naming no journey or customer is stored with its order's
+            known = {s.order_id: s for s in snapshots}
+            events = [with_order_context(ev, known.get(ev.order_id)) for ev in events]
+        hop_columns = _event_columns(events, now // 1_000_000) if events else None
         with self._lock:
             version = max(now, self._version + 1)
             self._version = version + len(findings) + len(snapshots)
@@ -234,6 +249,7 @@ class Store:
             self._insert("findings", _columns(findings, _FINDING_COLUMNS, version))
         if snapshots:
             self._insert("orders", _columns(snapshots, _SNAPSHOT_COLUMNS, version + len(findings)))
+        self._insert("trail", _trail_columns(events, findings, snapshots, version))
 
     def _insert(self, table: str, columns: Sequence[Sequence[Any]], names: Sequence[str] | None = None) -> None:
         with self._lock:
@@ -251,21 +267,23 @@ class Store:
     # -- reading --------------------------------------------------------------------------------
 
     def order(self, order_id: str) -> OrderRecord | None:
-        """Everything stored about one order, or None when nothing is. One query, reading only ``doc``."""
-        db = self._db
+        """Everything stored about one order, or None when nothing is: one point read of ``trail``."""
         rows = self._rows(
-            f"SELECT 0 AS k, toUInt64(0) AS v, doc FROM (SELECT doc FROM {db}.orders WHERE order_id = {{oid:String}} "
-            "ORDER BY version DESC LIMIT 1) "
-            f"UNION ALL SELECT 1 AS k, toUInt64(0) AS v, doc FROM {db}.hops WHERE order_id = {{oid:String}} "
-            f"UNION ALL SELECT 2 AS k, version AS v, doc FROM {db}.findings WHERE order_id = {{oid:String}}",
+            f"SELECT kind, version, doc FROM {self._db}.trail WHERE order_id = {{oid:String}}",
             {"oid": order_id},
             {"max_threads": 1},  # a point read: one thread beats setting up a parallel pipeline
         )
         if not rows:
             return None
-        snapshot = next((_SNAPSHOT_DOC(doc) for k, _, doc in rows if k == 0), None)
-        events = trail(_EVENT_DOC(doc) for k, _, doc in rows if k == 1)
-        return OrderRecord(snapshot, events, latest((v, _FINDING_DOC(doc)) for k, v, doc in rows if k == 2))
+        snapshot, newest = None, -1
+        for kind, version, doc in rows:
+            if kind == "order" and version > newest:
+                snapshot, newest = doc, version
+        return OrderRecord(
+            None if snapshot is None else _SNAPSHOT_DOC(snapshot),
+            trail(_EVENT_DOC(doc) for kind, _, doc in rows if kind == "event"),
+            latest((version, _FINDING_DOC(doc)) for kind, version, doc in rows if kind == "finding"),
+        )
 
     def orders(
         self, *, customer_id: str | None = None, trace_id: str | None = None, limit: int = 100
@@ -281,16 +299,19 @@ class Store:
                 conds.append(f"{column} = {{{column}:String}}")
                 params[column] = value
         if not conds:
-            sql = f"SELECT doc FROM {db}.orders FINAL ORDER BY last_ts DESC, order_id LIMIT {{limit:UInt32}}"
+            sql = (
+                f"SELECT {_SNAPSHOT_SELECT} FROM {db}.orders FINAL "
+                f"ORDER BY last_ts DESC, order_id LIMIT {{limit:UInt32}}"
+            )
         else:
             # The skip indexes find the orders; their latest versions must still match.
             where = " AND ".join(conds)
             sql = (
-                f"SELECT doc FROM (SELECT * FROM {db}.orders WHERE order_id IN "
+                f"SELECT {_SNAPSHOT_SELECT} FROM (SELECT * FROM {db}.orders WHERE order_id IN "
                 f"(SELECT order_id FROM {db}.orders WHERE {where}) ORDER BY version DESC LIMIT 1 BY order_id) "
                 f"WHERE {where} ORDER BY last_ts DESC, order_id LIMIT {{limit:UInt32}}"
             )
-        return [_SNAPSHOT_DOC(r[0]) for r in self._rows(sql, params)]
+        return [_snapshot(r) for r in self._rows(sql, params)]
 
     def findings(
         self,
@@ -311,11 +332,11 @@ class Store:
                 conds.append(f"{column} = {{{column}:String}}")
                 params[column] = value
         rows = self._rows(
-            f"SELECT doc FROM {self._db}.findings FINAL WHERE {' AND '.join(conds)} "
+            f"SELECT {_FINDING_SELECT} FROM {self._db}.findings FINAL WHERE {' AND '.join(conds)} "
             f"ORDER BY detected_at DESC, order_id, hop, kind LIMIT {{limit:UInt32}}{_FINAL}",
             params,
         )
-        return [_FINDING_DOC(r[0]) for r in rows]
+        return [Finding(*r) for r in rows]
 
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
         """The open orders of ``partitions`` (None: all) and their open findings, for ``Tracer.restore``."""
@@ -327,13 +348,13 @@ class Store:
             if not params["parts"]:
                 return [], []
             where += " AND `partition` IN {parts:Array(UInt32)}"
-        snaps = self._rows(f"SELECT doc FROM {db}.orders FINAL WHERE {where}{_FINAL}", params)
+        snaps = self._rows(f"SELECT {_SNAPSHOT_SELECT} FROM {db}.orders FINAL WHERE {where}{_FINAL}", params)
         findings = self._rows(
-            f"SELECT doc FROM {db}.findings FINAL WHERE status = 'open' AND order_id IN "
+            f"SELECT {_FINDING_SELECT} FROM {db}.findings FINAL WHERE status = 'open' AND order_id IN "
             f"(SELECT order_id FROM {db}.orders FINAL WHERE {where}){_FINAL}",
             params,
         )
-        return [_SNAPSHOT_DOC(r[0]) for r in snaps], [_FINDING_DOC(r[0]) for r in findings]
+        return [_snapshot(r) for r in snaps], [Finding(*r) for r in findings]
 
     def waiting_at(self, journey: str, hop: str) -> tuple[int, int | None]:
         """How many open orders of ``journey`` await ``hop`` (the order asked about included), and
@@ -393,15 +414,10 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def _event_columns(events: Sequence[HopEvent], snapshots: Sequence[OrderSnapshot], now_ms: int) -> list[list[Any]]:
-    """Column-oriented hop rows. An event that names no journey or customer takes its order's,
-    when the batch knows it, so the spans of ``otel_traces`` carry them too."""
-    if snapshots:
-        known = {s.order_id: s for s in snapshots}
-        events = [with_order_context(ev, known.get(ev.order_id)) for ev in events]
+def _event_columns(events: Sequence[HopEvent], now_ms: int) -> list[list[Any]]:
+    """Column-oriented hop rows, then the time they were stored."""
     columns: list[list[Any]] = [[getattr(ev, c) for ev in events] for c in _EVENT_COLUMNS]
     columns.append([now_ms] * len(events))
-    columns.append([_ENCODE(ev) for ev in events])
     return columns
 
 
@@ -417,11 +433,38 @@ def with_order_context(ev: HopEvent, snapshot: OrderSnapshot | None) -> HopEvent
 def _columns(
     records: Sequence[Finding] | Sequence[OrderSnapshot], names: Sequence[str], version: int
 ) -> list[list[Any]]:
-    """Column-oriented rows of structs, then their versions (from ``version`` on) and JSON docs."""
+    """Column-oriented rows of structs, then their versions, from ``version`` on."""
     columns: list[list[Any]] = [[getattr(r, c) for r in records] for c in names]
     columns.append(list(range(version, version + len(records))))
-    columns.append([_ENCODE(r) for r in records])
     return columns
+
+
+def _trail_columns(
+    events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot], version: int
+) -> list[list[Any]]:
+    """The batch's records whole, for ``trail``; findings and snapshots keep the versions of their tables."""
+    order_ids: list[str] = [ev.order_id for ev in events]
+    kinds = ["event"] * len(events) + ["finding"] * len(findings) + ["order"] * len(snapshots)
+    ids: list[str] = [ev.event_id for ev in events]
+    times: list[int] = [ev.ts for ev in events]
+    for f in findings:
+        order_ids.append(f.order_id)
+        ids.append(f"{f.hop}/{f.kind}")
+        times.append(f.detected_at)
+    for s in snapshots:
+        order_ids.append(s.order_id)
+        ids.append("")
+        times.append(s.last_ts)
+    versions = [0] * len(events) + list(range(version, version + len(findings) + len(snapshots)))
+    docs = [_ENCODE(r) for group in (events, findings, snapshots) for r in group]
+    return [order_ids, kinds, ids, versions, times, docs]
+
+
+def _snapshot(row: Sequence[Any]) -> OrderSnapshot:
+    values = list(row)
+    i = _SNAPSHOT_COLUMNS.index("pending")
+    values[i] = [tuple(p.values()) if isinstance(p, dict) else tuple(p) for p in values[i]]  # named tuples: dicts
+    return OrderSnapshot(*values)
 
 
 def _first_line(exc: BaseException) -> str:

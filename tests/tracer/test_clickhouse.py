@@ -273,7 +273,15 @@ def test_open_creates_the_schema_and_records_each_migration(chdb: Store) -> None
     versions = [v for v, _, _ in migrations()]
     assert chdb.migrations_applied == versions
     tables = {r[0] for r in chdb._rows(f"SELECT name FROM system.tables WHERE database = '{chdb._db}'")}
-    assert {"hops", "orders", "findings", "otel_traces", "otel_traces_trace_id_ts", "schema_migrations"} <= tables
+    assert {
+        "hops",
+        "orders",
+        "findings",
+        "trail",
+        "otel_traces",
+        "otel_traces_trace_id_ts",
+        "schema_migrations",
+    } <= tables
 
 
 @pytest.mark.integration
@@ -358,9 +366,9 @@ def test_hops_become_spans_through_the_view(chdb: Store) -> None:
     assert len(second[2]) == 16 and second[3] == "1" * 16  # a span id derived from the event id
     assert (second[6], second[10]) == ("unknown_service", "Error")
     [(trace, start)] = chdb._rows(
-        f"SELECT TraceId, min(Start) FROM {chdb._db}.otel_traces_trace_id_ts GROUP BY TraceId"
+        f"SELECT TraceId, toUnixTimestamp(min(Start)) FROM {chdb._db}.otel_traces_trace_id_ts GROUP BY TraceId"
     )
-    assert trace == TRACE and start.timestamp() == T0 // 1000
+    assert (trace, start) == (TRACE, T0 // 1000)
 
 
 @pytest.mark.integration
@@ -375,6 +383,34 @@ def test_ttl_days_sets_and_removes_the_ttl_of_every_table(chdb: Store, chdb_dir:
     assert ttls() == {"hops": True, "orders": True, "otel_traces": True}
     Store.open(f"chdb://{chdb_dir}", database=chdb._db).close()
     assert ttls() == {"hops": False, "orders": False, "otel_traces": False}
+
+
+@pytest.mark.integration
+def test_writer_and_reader_threads_share_one_store(chdb: Store) -> None:
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        for i in range(20):
+            chdb.write([ev(f"w{n}-{i}", "checkout.placed", T0 + i)], [finding(f"w{n}-{i}")], [snap(f"w{n}-{i}")])
+
+    def read() -> None:
+        for i in range(20):
+            chdb.order(f"w0-{i}")
+            chdb.findings()
+
+    def guarded(target: Callable[[], None]) -> None:
+        try:
+            target()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in (lambda: write(0), lambda: write(1), read, read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert chdb.count_events() == 40 and len(chdb.findings(limit=100)) == 40
 
 
 @pytest.mark.integration
