@@ -43,12 +43,33 @@ class Scale:
     lookup_orders: int
     lookups: int
     batch: int = 20_000  # events per store write, as ordertrail backtest writes
+    sdk_calls: int = 100_000  # timed track() calls (bench.live)
+    delay_orders: int = 200  # orders per phase whose deadline passes (bench.live)
 
 
-TOY: Final = Scale("toy", 2_000, repeats=1, memory_orders=2_000, lookup_orders=500, lookups=20, batch=500)
+TOY: Final = Scale(
+    "toy",
+    2_000,
+    repeats=1,
+    memory_orders=2_000,
+    lookup_orders=500,
+    lookups=20,
+    batch=500,
+    sdk_calls=2_000,
+    delay_orders=10,
+)
 QUICK: Final = Scale("quick", 60_000, repeats=1, memory_orders=100_000, lookup_orders=20_000, lookups=300)
 # Full: ≥ 1M events of throughput, 1M open orders, ≥ 5M events (≥ 1M orders) behind the lookups.
-FULL: Final = Scale("full", 1_200_000, repeats=2, memory_orders=1_000_000, lookup_orders=1_020_000, lookups=1000)
+FULL: Final = Scale(
+    "full",
+    1_200_000,
+    repeats=2,
+    memory_orders=1_000_000,
+    lookup_orders=1_020_000,
+    lookups=1000,
+    sdk_calls=300_000,
+    delay_orders=1_000,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, engine, store
+from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, engine, live, store
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,11 @@ BENCHES: list[Bench] = [
     Bench("memory", 2, "Memory per open order", engine.memory),
     Bench("lookup", 2, "Lookup by order id in chDB", store.lookup),
     Bench("backtest", 2, "`ordertrail backtest` end to end", engine.backtest),
+    Bench("ingest", 3, "HTTP ingest of 1000-event NDJSON batches", live.ingest),
+    Bench("e2e", 3, "End-to-end live throughput", live.e2e),
+    Bench("delay", 3, "Finding delay after the deadline", live.delay),
+    Bench("sdk", 3, "SDK `track()` on the caller's thread", live.sdk),
+    Bench("lookup-api", 3, "Lookup API at ≥ 1M orders", live.lookup_api),
 ]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 WORK = ROOT / "bench" / ".work"
