@@ -367,6 +367,15 @@ class Store:
         n = int(rows[0][0])
         return n, (int(rows[0][1]) if n else None)
 
+    def waiting(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Every step open orders await: (journey, hop) -> (how many, earliest last-event time).
+        One scan of the open orders; callers that ask often cache it (it answers every step)."""
+        rows = self._rows(
+            f"SELECT journey, next_hop, count(), toUnixTimestamp64Milli(min(last_ts)) FROM {self._db}.orders FINAL "
+            f"WHERE `open` AND next_hop != '' GROUP BY journey, next_hop{_FINAL}"
+        )
+        return {(str(j), str(h)): (int(n), int(t)) for j, h, n, t in rows}
+
     def count_events(self) -> int:
         """Stored hop events, one per event id."""
         return int(self._rows(f"SELECT count() FROM {self._db}.hops FINAL")[0][0])

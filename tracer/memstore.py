@@ -105,6 +105,15 @@ class MemStore:
             times = [s.last_ts for s in self._orders.values() if s.open and s.journey == journey and s.next_hop == hop]
         return len(times), (min(times) if times else None)
 
+    def waiting(self) -> dict[tuple[str, str], tuple[int, int]]:
+        out: dict[tuple[str, str], tuple[int, int]] = {}
+        with self._lock:
+            for s in self._orders.values():
+                if s.open and s.next_hop:
+                    n, since = out.get((s.journey, s.next_hop), (0, s.last_ts))
+                    out[(s.journey, s.next_hop)] = (n + 1, min(since, s.last_ts))
+        return out
+
     def count_events(self) -> int:
         with self._lock:
             return sum(len(by_id) for by_id in self._events.values())

@@ -219,6 +219,7 @@ def test_waiting_at_counts_open_orders_awaiting_a_hop(store: Store | MemStore) -
     store.write([], [], [snap("o4", open=False)])
     assert store.waiting_at("web_order", "payment.authorized") == (2, T0 + 3)
     assert store.waiting_at("web_order", "nowhere") == (0, None)
+    assert store.waiting() == {("web_order", "payment.authorized"): (2, T0 + 3), ("web_order", "other"): (1, T0)}
 
 
 def _run(tracer: Tracer, events: list[tuple[HopEvent, int]]) -> None:
