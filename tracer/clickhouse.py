@@ -14,7 +14,7 @@ ReplacingMergeTree by version), ``findings`` (latest version per (order_id, hop,
 ``trail`` (every record of an order whole, as JSON, keyed by order id: what ``order()`` reads).
 
 Why ``trail``: a ClickHouse point read costs about 1 ms per part and per column read (chDB here),
-so the lookup reading three typed tables took ~10 ms at 5M events, one ``doc`` column of one
+so a lookup reading three tables took ~10 ms at 5M events, and one ``doc`` column of one
 table ~4 ms. Searches and restores read the typed tables, where filters and indexes apply.
 
 Writes: ``write()`` is one column-oriented insert per table with integer-millisecond times, never
