@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 JOURNEYS = ROOT / "examples" / "journeys.yaml"
 EVENTS = ROOT / "examples" / "events.ndjson"
 FINDING_KEYS = set(Finding.__struct_fields__)  # CONTRACT §3: the wire object has exactly these
-REJECTED = "line 22: customer: is not a hop event field; allowed: order_id, hop, ts, event_id"
+REJECTED = "line 22: customer: 'C-508' is not a hop event field; allowed: order_id, hop, ts, event_id"
 
 # (order_id, kind, hop, after, due_at, detected_at, status, resolved_at, late_by_ms) of the sample day
 SAMPLE_FINDINGS = [

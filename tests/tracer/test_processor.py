@@ -116,15 +116,8 @@ def test_a_failed_store_write_is_retried_before_reading_more_and_nothing_is_comm
 
 def test_a_bad_record_goes_to_the_dead_letters_and_the_rest_is_processed() -> None:
     source, sink, _, _ = make()
-    dead: list[str] = []
-    proc = Processor(
-        source,
-        sink,
-        Tracer(JOURNEYS),
-        PartitionClock(ManualClock(T0)),
-        [0],
-        dead_letter=lambda rec, why: dead.append(why),
-    )
+    dead = FakeDeadLetters()
+    proc = Processor(source, sink, Tracer(JOURNEYS), PartitionClock(ManualClock(T0)), [0], dead_letter=dead)
     source.add(0, b"{not json")
     source.add(0, event("o1", "checkout.placed", T0))
     proc.step()
