@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,14 +11,6 @@ from collectors.sdk import Client, SdkConfig
 from tests.ordertrail.test_run_e2e import Server, free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path)
-    s.start()
-    yield s
-    s.stop()
 
 
 def test_tracked_hops_and_a_failing_hop_block_reach_the_live_server(server: Server) -> None:

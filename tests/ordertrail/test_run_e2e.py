@@ -13,7 +13,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,14 +120,6 @@ class Server:
                 return last
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting on {path}; last answer {last}\n" + self.log.read_text()[-2000:])
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path)
-    s.start()
-    yield s
-    s.stop()
 
 
 def now_ms() -> int:
