@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 from ordertrail import backtest, demo, lookup_cli, run, simulate
 from tracer.errors import JourneysError
 from tracer.journeys import Journey, Journeys, load_journeys
+from tracer.model import format_ts
 from tracer.times import format_duration
 
 EXIT_USAGE: Final = 2
@@ -127,6 +129,7 @@ def describe(journeys: Journeys) -> str:
             f"stall learning (steps without stall_after): p{lr.percentile:g} of recent transit times "
             f"x {lr.factor:g}, at least {format_duration(lr.floor_ms)}, once an edge has {lr.min_samples} samples"
         )
+    lines.extend(_describe_schedules(journeys))
     notes = _notes(journeys)
     lines.append("notes:" if notes else "notes: none")
     lines.extend(f"  - {note}" for note in notes)
@@ -149,6 +152,26 @@ def _describe_journey(j: Journey) -> list[str]:
         f"  complete when seen: {', '.join(j.complete)}",
         "",
     ]
+
+
+def _describe_schedules(journeys: Journeys, now_ms: int | None = None) -> list[str]:
+    if not journeys.schedules:
+        return []
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    lines = [f"schedules: {len(journeys.schedules)}"]
+    for s in journeys.schedules:
+        zone = str(getattr(s.due.zone, "key", "UTC"))
+        expect = f"at least {s.at_least} x {s.hop}" if s.at_least > 1 or s.every_key is None else f"{s.hop}"
+        if s.every_key is not None:
+            expect += f" again for every {s.every_key} seen in the period before"
+        nxt = s.due.next_after(now)
+        lines.append(
+            f"  {s.name}: {expect}; due {s.due.text!r} ({zone}), grace {format_duration(s.grace_ms)}; "
+            f"next due {format_ts(nxt) if nxt is not None else 'never'}"
+            + (f" - {s.description}" if s.description else "")
+        )
+    lines.append("")
+    return lines
 
 
 def _notes(journeys: Journeys) -> list[str]:

@@ -376,6 +376,35 @@ class Store:
         )
         return {(str(j), str(h)): (int(n), int(t)) for j, h, n, t in rows}
 
+    def hop_count(self, hop: str, start_ms: int, end_ms: int) -> int:
+        """Distinct events of ``hop`` with event time in ``(start_ms, end_ms]`` (scheduled volume)."""
+        rows = self._rows(
+            f"SELECT uniqExact(event_id) FROM {self._db}.hops WHERE hop = {{hop:String}} "
+            "AND ts > fromUnixTimestamp64Milli({a:Int64}) AND ts <= fromUnixTimestamp64Milli({b:Int64})",
+            {"hop": hop, "a": start_ms, "b": end_ms},
+        )
+        return int(rows[0][0])
+
+    def missing_keys(
+        self, hop: str, key: str, before: tuple[int, int], window: tuple[int, int], sample: int = 10
+    ) -> tuple[int, int, list[str]]:
+        """Per-key recurrence: the keys (an event column or attribute) that had ``hop`` in the
+        ``before`` window, how many of them did not have it in ``window``, and a sample of those.
+        Windows are ``(start, end]`` in event-time ms. One query, computed in the store."""
+        expr = f"`{key}`" if key in KEY_COLUMNS else "attrs[{key:String}]"
+        where = (
+            "hop = {hop:String} AND ts > fromUnixTimestamp64Milli({%s:Int64}) "
+            "AND ts <= fromUnixTimestamp64Milli({%s:Int64})"
+        )
+        sql = (
+            f"SELECT count(), countIf(k NOT IN (SELECT {expr} FROM {self._db}.hops WHERE {where % ('c', 'd')})), "
+            f"groupArrayIf({int(sample)})(k, k NOT IN (SELECT {expr} FROM {self._db}.hops WHERE {where % ('c', 'd')})) "
+            f"FROM (SELECT DISTINCT {expr} AS k FROM {self._db}.hops WHERE {where % ('a', 'b')} AND k != '')"
+        )
+        params = {"hop": hop, "key": key, "a": before[0], "b": before[1], "c": window[0], "d": window[1]}
+        expected, missing, examples = self._rows(sql, params)[0]
+        return int(expected), int(missing), sorted(str(k) for k in examples)
+
     def count_events(self) -> int:
         """Stored hop events, one per event id."""
         return int(self._rows(f"SELECT count() FROM {self._db}.hops FINAL")[0][0])
@@ -411,6 +440,9 @@ class Store:
 
     def _error(self, what: str, exc: Exception) -> StoreError:
         return StoreError(f"store {self._where}: {what} failed: {_first_line(exc)}")
+
+
+KEY_COLUMNS: Final = ("order_id", "customer_id", "service", "trace_id", "journey")
 
 
 def migrations() -> list[tuple[int, str, str]]:

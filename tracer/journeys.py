@@ -17,12 +17,13 @@ import yaml
 
 from tracer.errors import JourneysError
 from tracer.events import HOP_RE, HOP_RULE
+from tracer.schedules import Schedule, parse_schedules
 from tracer.times import DURATION_HELP, parse_duration
 
 JOURNEY_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _JOURNEY_KEYS: Final = ("start", "steps", "complete", "description")
 _STEP_KEYS: Final = ("after", "within", "stall_after", "confirmation")
-_TOP_KEYS: Final = ("journeys", "stall_learning")
+_TOP_KEYS: Final = ("journeys", "stall_learning", "schedules")
 _LEARNING_KEYS: Final = ("percentile", "factor", "floor", "min_samples")
 MAX_WITHIN_MS: Final = 366 * 86_400_000  # deadlines stay far inside int64 milliseconds
 MAX_STEPS: Final = 31  # per-order state keeps two finding bits per hop in one 64-bit word
@@ -101,6 +102,7 @@ class Journeys:
     shared_hops: Mapping[str, tuple[str, ...]]  # hops in several journeys -> their journeys
     learning: StallLearning
     source: str = "<journeys>"
+    schedules: tuple[Schedule, ...] = ()  # scheduled expectations (tracer.schedules)
 
     def infer(self, hop: str) -> Journey | None:
         """The one journey whose start or steps contain ``hop``, else None."""
@@ -138,6 +140,7 @@ def parse_journeys(text: str, source: str = "<journeys>") -> Journeys:
         journey = _journey(str(name), spec, source, problems)
         if journey is not None:
             journeys[journey.name] = journey
+    schedules = parse_schedules(doc.get("schedules"), source, problems)
     if problems:
         raise JourneysError(problems)
     owners: dict[str, list[str]] = {}
@@ -146,7 +149,7 @@ def parse_journeys(text: str, source: str = "<journeys>") -> Journeys:
             owners.setdefault(hop, []).append(journey.name)
     by_hop = {hop: journeys[names[0]] for hop, names in owners.items() if len(names) == 1}
     shared = {hop: tuple(names) for hop, names in owners.items() if len(names) > 1}
-    return Journeys(journeys, by_hop, shared, learning, source)
+    return Journeys(journeys, by_hop, shared, learning, source, schedules)
 
 
 class _Loader(yaml.SafeLoader):

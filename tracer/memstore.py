@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
-from tracer.clickhouse import OrderRecord, check_query, latest, trail, with_order_context
+from tracer.clickhouse import KEY_COLUMNS, OrderRecord, check_query, latest, trail, with_order_context
 from tracer.engine import OrderSnapshot
 from tracer.errors import StoreError
 from tracer.model import OPEN, Finding, HopEvent
@@ -113,6 +113,29 @@ class MemStore:
                     n, since = out.get((s.journey, s.next_hop), (0, s.last_ts))
                     out[(s.journey, s.next_hop)] = (n + 1, min(since, s.last_ts))
         return out
+
+    def hop_count(self, hop: str, start_ms: int, end_ms: int) -> int:
+        with self._lock:
+            events = [ev for by_id in self._events.values() for ev in by_id.values()]
+        return sum(1 for ev in events if ev.hop == hop and start_ms < ev.ts <= end_ms)
+
+    def missing_keys(
+        self, hop: str, key: str, before: tuple[int, int], window: tuple[int, int], sample: int = 10
+    ) -> tuple[int, int, list[str]]:
+        def keys(span: tuple[int, int]) -> set[str]:
+            with self._lock:
+                events = [ev for by_id in self._events.values() for ev in by_id.values()]
+            out = set()
+            for ev in events:
+                if ev.hop == hop and span[0] < ev.ts <= span[1]:
+                    value = getattr(ev, key, None) if key in KEY_COLUMNS else ev.attrs.get(key)
+                    if value:
+                        out.add(str(value))
+            return out
+
+        expected = keys(before)
+        missing = sorted(expected - keys(window))
+        return len(expected), len(missing), missing[:sample]
 
     def count_events(self) -> int:
         with self._lock:

@@ -112,7 +112,7 @@ def test_a_file_without_a_journeys_mapping_is_refused(text: str) -> None:
 
 def test_an_unknown_top_level_key_is_refused() -> None:
     assert one(WEB_ORDER + "journey_defaults: {}\n") == (
-        "shop.yaml: top-level key 'journey_defaults' is not known; allowed: journeys, stall_learning"
+        "shop.yaml: top-level key 'journey_defaults' is not known; allowed: journeys, stall_learning, schedules"
     )
 
 
@@ -311,7 +311,7 @@ def test_every_problem_of_every_journey_is_listed_at_once() -> None:
     )
     found = problems(text)
     assert len(found) == 4
-    assert found[0] == "shop.yaml: top-level key 'extra' is not known; allowed: journeys, stall_learning"
+    assert found[0] == "shop.yaml: top-level key 'extra' is not known; allowed: journeys, stall_learning, schedules"
     assert found[1].startswith("shop.yaml: journey 'web', field 'start': 'A'")
     assert found[2].startswith("shop.yaml: journey 'app', step 'b', field 'within': 'x'")
     assert found[3].startswith("shop.yaml: journey 'app', step 'c', field 'stall_after': must be shorter")
