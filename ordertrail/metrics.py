@@ -1,69 +1,244 @@
-"""Prometheus metrics of a running pipeline, read from the components' own counters at scrape
-time (a custom collector), so the hot path pays nothing for them. Names follow Prometheus
-conventions: ``_total`` for counters, seconds as the base unit, no unbounded label (never an
-order id): hops appear as labels only when the journeys file names them.
+"""Prometheus metrics of a running pipeline (``GET /metrics``), read from the components' own
+counters at scrape time (a custom collector), so the hot path pays next to nothing for them.
+
+Conventions: counters end in ``_total``, durations are seconds, no label is unbounded: never an
+order, customer or trace id; ``hop`` and ``journey`` label values come from the journeys file, any
+other name is reported as ``other`` (``none`` where there is none). docs/dashboards.md lists every
+metric; dashboards/ and its tests rely on these names.
+
+Where the numbers come from:
+
+* the tracer's and processor's stats, the learned edges' transit histograms (``EdgeTransit``)
+  and the open orders (``Tracer.awaiting``, a scan of the open orders: refreshed at most every
+  ``max(10 s, 20 × its cost)``, so it never takes more than ~5 % of a core, however big);
+* ``MeteredSink``, the store as the processor sees it: write latency, errors, and the hop events
+  written by hop and status (counted per batch, after the write succeeded);
+* ``IngestStats``, what the HTTP ingest accepted and rejected.
+
+This module is part of the composition root; it imports the tracer, never the reverse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Final
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram as PromHistogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from tracer.engine import Tracer
-from tracer.processor import Processor
+from tracer.engine import OrderSnapshot, Tracer
+from tracer.journeys import Journeys
+from tracer.model import Finding, HopEvent
+from tracer.processor import Processor, Sink
+from tracer.transit import BUCKETS_MS
+
+OTHER: Final = "other"  # a hop or journey the journeys file does not name
+NONE: Final = "none"  # no journey (yet), or no step awaited
+# Store writes take milliseconds (chDB) to seconds (a loaded server): 1 ms to 10 s.
+STORE_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_GO_FLOAT: Final[Callable[[float], str]] = floatToGoString  # how prometheus_client writes `le` (untyped there)
+_TRANSIT_LE: Final = (*(_GO_FLOAT(ms / 1000) for ms in BUCKETS_MS), "+Inf")
+_HOP_STATUS: Final = attrgetter("hop", "status")
 
 
 @dataclass(slots=True)
 class IngestStats:
     accepted: int = 0
-    rejected: int = 0
-    requests: int = 0
-    per_hop: dict[tuple[str, str], int] = field(default_factory=dict)  # (hop, status) -> events
+    rejected: int = 0  # failed validation, answered with their reasons
+    unavailable: int = 0  # the bus could not make them durable: answered 503, to be retried
+
+
+class MetricLabels:
+    """The bounded label values: the journeys file's journeys and hops."""
+
+    def __init__(self, journeys: Journeys) -> None:
+        self.journeys = frozenset(journeys.journeys)
+        self.hops = frozenset(hop for j in journeys.journeys.values() for hop in j.hops)
+
+    def hop(self, hop: str) -> str:
+        return hop if hop in self.hops else OTHER
+
+    def journey(self, journey: str) -> str:
+        if not journey:
+            return NONE
+        return journey if journey in self.journeys else OTHER
+
+
+class HopCounts:
+    """Hop events by (hop, status), hop names outside the journeys file folded into ``other``.
+    One C-speed ``Counter`` pass per batch, then a merge per distinct (hop, status)."""
+
+    def __init__(self, labels: MetricLabels) -> None:
+        self._labels = labels
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, events: Sequence[HopEvent]) -> None:
+        counts, label = self.counts, self._labels.hop
+        for (hop, status), n in Counter(map(_HOP_STATUS, events)).items():
+            key = (label(hop), status)
+            counts[key] = counts.get(key, 0) + n
+
+
+class MeteredSink:
+    """The store as the processor sees it (``tracer.processor.Sink``), measured: how long each
+    batch write takes, which calls fail, and the hop events written. Errors pass through
+    unchanged: the processor decides what a failure means."""
+
+    def __init__(self, sink: Sink, labels: MetricLabels, registry: CollectorRegistry) -> None:
+        self._sink = sink
+        self.hops = HopCounts(labels)
+        self._latency = PromHistogram(
+            "ordertrail_store_write_duration_seconds",
+            "Time to write one batch (hop events, findings, order states) to the store",
+            buckets=STORE_BUCKETS_S,
+            registry=registry,
+        )
+        self._errors = PromCounter(
+            "ordertrail_store_errors",
+            "Failed store calls (writes are retried, nothing is committed until they succeed)",
+            ["operation"],
+            registry=registry,
+        )
+        for operation in ("write", "restore"):
+            self._errors.labels(operation)
+
+    def write(
+        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            self._sink.write(events, findings, snapshots)
+        except BaseException:
+            self._errors.labels("write").inc()
+            raise
+        finally:
+            self._latency.observe(time.perf_counter() - started)
+        if events:
+            self.hops.add(events)
+
+    def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
+        try:
+            return self._sink.open_orders(partitions)
+        except BaseException:
+            self._errors.labels("restore").inc()
+            raise
+
+
+class Throttled:
+    """A costly reading, taken again only when the last one is older than ``max(min_age_s,
+    spread × what it cost)``: its share of a core stays under ``1 / spread``."""
+
+    def __init__(
+        self,
+        read: Callable[[], dict[tuple[str, str], int]],
+        *,
+        min_age_s: float = 10.0,
+        spread: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._min_age_s = min_age_s
+        self._spread = spread
+        self._clock = clock
+        self._value: dict[tuple[str, str], int] = {}
+        self._at: float | None = None
+        self._cost = 0.0
+
+    def get(self) -> dict[tuple[str, str], int]:
+        now = self._clock()
+        if self._at is None or now - self._at >= max(self._min_age_s, self._spread * self._cost):
+            self._value = self._read()
+            self._at = self._clock()
+            self._cost = self._at - now
+        return self._value
 
 
 class PipelineCollector(Collector):
-    def __init__(self, processor: Processor, ingest: IngestStats, extra: Callable[[], Iterator[Metric]] | None = None):
+    def __init__(
+        self,
+        processor: Processor,
+        ingest: IngestStats,
+        extra: Callable[[], Iterator[Metric]] | None = None,
+        *,
+        labels: MetricLabels | None = None,
+        hops: HopCounts | None = None,
+        waiting: Throttled | None = None,
+    ):
         self._processor = processor
         self._ingest = ingest
         self._extra = extra
+        self._labels = labels if labels is not None else MetricLabels(processor.tracer.journeys)
+        self._hops = hops
+        self._waiting = waiting if waiting is not None else Throttled(processor.tracer.awaiting)
 
     def collect(self) -> Iterator[Metric]:
         p = self._processor
         t: Tracer = p.tracer
         s = t.stats
-        ingest = CounterMetricFamily("ordertrail_ingest_events", "Hop events received over HTTP", labels=["result"])
+        ingest = CounterMetricFamily(
+            "ordertrail_ingest_events", "Hop events received over HTTP, by result", labels=["result"]
+        )
         ingest.add_metric(["accepted"], self._ingest.accepted)
         ingest.add_metric(["rejected"], self._ingest.rejected)
+        ingest.add_metric(["unavailable"], self._ingest.unavailable)
         yield ingest
-        hops = CounterMetricFamily(
-            "ordertrail_hop_events", "Hop events accepted, by hop and status", labels=["hop", "status"]
-        )
-        for (hop, status), n in sorted(self._ingest.per_hop.items()):
-            hops.add_metric([hop, status], n)
-        yield hops
+        if self._hops is not None:
+            hops = CounterMetricFamily(
+                "ordertrail_hop_events",
+                "Hop events the tracer processed and stored, by hop and status (re-deliveries included)",
+                labels=["hop", "status"],
+            )
+            for (hop, status), n in sorted(self._hops.counts.items()):
+                hops.add_metric([hop, status], n)
+            yield hops
         yield CounterMetricFamily("ordertrail_events_processed", "Hop events processed by the tracer", value=s.events)
-        yield CounterMetricFamily("ordertrail_events_duplicate", "Duplicate hop events dropped", value=s.duplicates)
+        yield CounterMetricFamily(
+            "ordertrail_events_duplicate", "Duplicate hop events dropped (same event id)", value=s.duplicates
+        )
         yield CounterMetricFamily(
             "ordertrail_events_rejected", "Bus records rejected to the dead letters", value=p.stats.rejected
         )
+        unmatched = CounterMetricFamily(
+            "ordertrail_events_unmatched",
+            "Hop events stored but used for no deadline, by reason",
+            labels=["reason"],
+        )
+        unmatched.add_metric(["outside_journey"], s.outside_journey)
+        unmatched.add_metric(["unknown_journey"], s.unknown_journey)
+        unmatched.add_metric(["after_close"], s.after_close)
+        yield unmatched
+        yield CounterMetricFamily("ordertrail_batches", "Batches processed and stored", value=p.stats.batches)
         yield CounterMetricFamily(
             "ordertrail_orders_completed", "Orders that completed their journey", value=s.completed
+        )
+        yield CounterMetricFamily(
+            "ordertrail_orders_retired",
+            "Orders no longer held: nothing awaited for the retention period",
+            value=s.retired,
         )
         raised = CounterMetricFamily("ordertrail_findings_raised", "Findings raised, by kind", labels=["kind"])
         for kind, n in sorted(s.raised.items()):
             raised.add_metric([kind], n)
         yield raised
         resolved = CounterMetricFamily(
-            "ordertrail_findings_resolved", "Findings resolved by late hops", labels=["kind"]
+            "ordertrail_findings_resolved",
+            "Findings resolved (the hop arrived late, or a failure superseded them), by kind",
+            labels=["kind"],
         )
         for kind, n in sorted(s.resolved.items()):
             resolved.add_metric([kind], n)
         yield resolved
         yield GaugeMetricFamily("ordertrail_open_orders", "Orders held open by the tracer", value=len(t))
+        yield self._waiting_family()
+        yield self._transit_family(t)
         yield GaugeMetricFamily(
             "ordertrail_pipeline_lag_records", "Bus records not yet processed", value=p.stats.lag_records
         )
@@ -72,14 +247,41 @@ class PipelineCollector(Collector):
             "How far the tracer's clock trails wall time",
             value=p.stats.lag_ms / 1000,
         )
-        yield CounterMetricFamily(
-            "ordertrail_store_errors", "Failed store writes (retried)", value=p.stats.store_errors
-        )
         yield GaugeMetricFamily(
             "ordertrail_ready", "1 once open orders are restored and the pipeline runs", value=1 if p.stats.ready else 0
         )
         if self._extra is not None:
             yield from self._extra()
+
+    def _waiting_family(self) -> GaugeMetricFamily:
+        waiting = GaugeMetricFamily(
+            "ordertrail_orders_waiting",
+            "Open orders by journey and the step they wait for (at both of two parallel steps; "
+            'step="none": waiting for nothing). Refreshed at most every 10 s',
+            labels=["journey", "step"],
+        )
+        merged: dict[tuple[str, str], int] = {}
+        for (journey, step), n in self._waiting.get().items():
+            key = (self._labels.journey(journey), self._labels.hop(step) if step else NONE)
+            merged[key] = merged.get(key, 0) + n
+        for (journey, step), n in sorted(merged.items()):
+            waiting.add_metric([journey, step], n)
+        return waiting
+
+    def _transit_family(self, t: Tracer) -> HistogramMetricFamily:
+        transit = HistogramMetricFamily(
+            "ordertrail_edge_transit_seconds",
+            "Event-time transit of each edge of a journey: from the step's after hop to the step's hop",
+            labels=["journey", "hop"],
+        )
+        for journey, hop, edge in t.edges():
+            cumulative = edge.histogram()
+            transit.add_metric(
+                [journey, hop],
+                buckets=list(zip(_TRANSIT_LE, cumulative, strict=True)),
+                sum_value=edge.sum_ms / 1000,
+            )
+        return transit
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -19,7 +19,7 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from ordertrail.config import RunConfig
-from ordertrail.metrics import IngestStats, PipelineCollector, render
+from ordertrail.metrics import IngestStats, MeteredSink, MetricLabels, PipelineCollector, render
 from ordertrail.page import render_page
 from tracer.bus import HOPS_TOPIC, Message, Producer
 from tracer.clickhouse import Store
@@ -55,13 +55,14 @@ class Pipeline:
         self._wall = wall
         self.tracer = Tracer(journeys, retention_ms=config.retention_ms)
         self.clock = PartitionClock(wall, in_flight_ms=config.in_flight_ms, warmup_ms=config.warmup_ms)
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = MetricLabels(journeys)
+        sink = MeteredSink(store, labels, self.registry)  # the store, timed and counted for /metrics
         self.processor = Processor(
-            source, store, self.tracer, self.clock, partitions, dead_letter=dead_letter, listeners=listeners
+            source, sink, self.tracer, self.clock, partitions, dead_letter=dead_letter, listeners=listeners
         )
         self.ingest_stats = IngestStats()
-        self._hop_labels = {hop for j in journeys.journeys.values() for hop in j.hops}
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(PipelineCollector(self.processor, self.ingest_stats))
+        self.registry.register(PipelineCollector(self.processor, self.ingest_stats, labels=labels, hops=sink.hops))
         self._waiting_cache: dict[tuple[str, str], tuple[int, tuple[int, int | None]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,14 +82,16 @@ class Pipeline:
 
     def ingest(self, events: Sequence[HopEvent]) -> None:
         encode = _ENCODE.encode
-        self._producer.produce_batch(HOPS_TOPIC, [Message(ev.order_id, encode(event_to_wire(ev))) for ev in events])
-        stats = self.ingest_stats
-        stats.accepted += len(events)
-        per_hop = stats.per_hop
-        labels = self._hop_labels
-        for ev in events:
-            key = (ev.hop if ev.hop in labels else "other", ev.status)
-            per_hop[key] = per_hop.get(key, 0) + 1
+        try:
+            self._producer.produce_batch(HOPS_TOPIC, [Message(ev.order_id, encode(event_to_wire(ev))) for ev in events])
+        except Exception:
+            self.ingest_stats.unavailable += len(events)  # answered 503: the sender retries
+            raise
+        self.ingest_stats.accepted += len(events)
+
+    def count_rejected(self, n: int) -> None:
+        """Events of an ingest request that failed validation (answered with their reasons)."""
+        self.ingest_stats.rejected += n
 
     def order_view(self, order_id: str) -> dict[str, Any] | None:
         record = self.store.order(order_id)

@@ -110,7 +110,7 @@ def running(
             listeners=listeners,
         )
         pipeline.start()
-        app = create_app(pipeline, max_body_bytes=config.max_body_bytes)
+        app = create_app(pipeline, max_body_bytes=config.max_body_bytes, on_rejected=pipeline.count_rejected)
         server = _Server(
             uvicorn.Config(
                 app,

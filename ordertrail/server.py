@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -54,7 +54,12 @@ def _error(status: int, message: str, **extra: Any) -> Response:
     return _Json({"error": message, **extra}, status_code=status)
 
 
-def create_app(api: Api, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+def create_app(
+    api: Api, *, max_body_bytes: int = MAX_BODY_BYTES, on_rejected: Callable[[int], None] | None = None
+) -> Starlette:
+    """The ASGI app over ``api``; ``on_rejected`` hears how many events of a request were
+    rejected (for the metrics)."""
+
     async def post_events(request: Request) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
@@ -86,6 +91,8 @@ def create_app(api: Api, *, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
                 await run_in_threadpool(api.ingest, batch.events)
             except TracerError as exc:
                 return _error(503, f"the events could not be stored durably: {exc}; retry later", accepted=0)
+        if batch.rejected and on_rejected is not None:
+            on_rejected(len(batch.rejected))
         rejected = [{"index": i, "error": e} for i, e in batch.rejected]
         return _Json({"accepted": len(batch.events), "rejected": rejected}, status_code=202)
 

@@ -38,14 +38,14 @@ import struct
 import sys
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
 
 from tracer.deadlines import DeadlineIndex
-from tracer.journeys import Journey, Journeys
+from tracer.journeys import Journey, Journeys, Step
 from tracer.model import (
     COMPLETED,
     FAILED,
@@ -583,6 +583,38 @@ class Tracer:
         i = j.index.get(hop) if j is not None else None
         return self._edges[journey][i] if i is not None else None
 
+    def edges(self) -> Iterator[tuple[str, str, EdgeTransit]]:
+        """Every edge as (journey, the step's hop, its transit times), for the metrics."""
+        for name, j in self.journeys.journeys.items():
+            for step in j.steps:
+                yield name, step.hop, self._edges[name][step.index]
+
+    def awaiting(self) -> dict[tuple[str, str], int]:
+        """Open orders by (journey, the step each awaits): an order awaiting two parallel steps
+        counts at both; one awaiting nothing (no journey yet, or held open only by its findings)
+        counts at (journey or "", ""). O(open orders), so it is for scrape time, never per event:
+        orders are grouped by their hop bitmask first, then each distinct mask is expanded once.
+        The order table is copied in one step (atomic under the GIL), so another thread may call
+        this while events are folded in; an order changing meanwhile is counted either way."""
+        groups: dict[tuple[int, int], int] = {}  # (id of the journey, hops done) -> orders
+        journeys: dict[int, Journey | None] = {}  # Journey is unhashable: grouped by identity
+        for st in list(self._orders.values()):
+            key = (id(st.journey), st.seen | st.implied)
+            n = groups.get(key)
+            if n is None:
+                journeys[key[0]] = st.journey
+                groups[key] = 1
+            else:
+                groups[key] = n + 1
+        out: dict[tuple[str, str], int] = {}
+        for (jid, done), n in groups.items():
+            j = journeys[jid]
+            steps = [] if j is None else [s.hop for s in j.steps if _awaits(s, done)]
+            for hop in steps or [""]:
+                key2 = (j.name if j is not None else "", hop)
+                out[key2] = out.get(key2, 0) + n
+        return out
+
     def order(self, oid: str) -> OrderState | None:
         return self._orders.get(oid)
 
@@ -644,6 +676,12 @@ class Tracer:
             if self._dirty is not None:
                 self._dirty.pop(oid, None)
         return len(gone)
+
+
+def _awaits(step: Step, done: int) -> bool:
+    """Whether an order with hops ``done`` (a bitmask) awaits ``step``: its after hop went
+    through and it has not."""
+    return not done & (1 << step.index) and bool(done & (1 << step.after_index))
 
 
 def _armed(st: OrderState) -> int:

@@ -4,18 +4,42 @@ without an explicit ``stall_after`` (CONTRACT §2).
 A ring of the most recent samples; the percentile is recomputed every ``refresh`` samples, so
 recording is O(1) amortised and reading is O(1). The soft limit is ``percentile × factor``, never
 below the floor; it is withheld until enough samples exist (no guessing on a cold edge).
+
+Every sample is also counted in fixed buckets (``BUCKETS_MS``, one bisect per sample), the
+cumulative transit-time histogram the Prometheus metrics read at scrape time: the ring forgets,
+the histogram does not.
 """
 
 from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
+from typing import Final
 
 from tracer.journeys import StallLearning
 
+# Upper bounds (inclusive) of the histogram buckets, in ms: 10 ms to a day, 1-2-5 steps up to a
+# minute then the deadlines people write (2m, 5m, 10m, 30m, 1h, 2h, 6h, 24h); +Inf is implied.
+BUCKETS_MS: Final = (
+    10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000,
+    120_000, 300_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000, 86_400_000,
+)  # fmt: skip
+
 
 class EdgeTransit:
-    __slots__ = ("_every", "_learning", "_pos", "_ring", "_since", "count", "limit_ms", "percentile_ms")
+    __slots__ = (
+        "_every",
+        "_hist",
+        "_learning",
+        "_pos",
+        "_ring",
+        "_since",
+        "count",
+        "limit_ms",
+        "percentile_ms",
+        "sum_ms",
+    )
 
     def __init__(self, learning: StallLearning, size: int = 512, refresh: int = 32) -> None:
         if size <= 0 or refresh <= 0:
@@ -28,10 +52,16 @@ class EdgeTransit:
         self._since = refresh - 1  # the first refresh comes as soon as min_samples is reached
         self.percentile_ms: int | None = None
         self.limit_ms: int | None = None
+        self._hist = array("q", [0]) * (len(BUCKETS_MS) + 1)  # the last bucket is +Inf
+        self.sum_ms = 0
 
     def record(self, transit_ms: int) -> None:
         ring = self._ring
-        ring[self._pos] = transit_ms if transit_ms > 0 else 0
+        if transit_ms < 0:
+            transit_ms = 0
+        ring[self._pos] = transit_ms
+        self._hist[bisect_left(BUCKETS_MS, transit_ms)] += 1
+        self.sum_ms += transit_ms
         self._pos = (self._pos + 1) % len(ring)
         self.count += 1
         self._since += 1
@@ -49,3 +79,12 @@ class EdgeTransit:
     def recent(self) -> list[int]:
         n = min(self.count, len(self._ring))
         return list(self._ring[:n])
+
+    def histogram(self) -> list[int]:
+        """Samples ever recorded at or below each of ``BUCKETS_MS``, then in all (+Inf):
+        cumulative, as Prometheus histograms are. ``sum_ms`` is their total."""
+        out, total = [], 0
+        for n in self._hist:
+            total += n
+            out.append(total)
+        return out
