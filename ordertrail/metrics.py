@@ -179,7 +179,15 @@ class PipelineCollector(Collector):
         self._hops = hops
         self._waiting = waiting if waiting is not None else Throttled(processor.tracer.awaiting)
 
+    def describe(self) -> Iterator[Metric]:
+        """What ``collect`` yields, without the costly reading: the registry calls this once when
+        the collector is registered (to refuse duplicate names)."""
+        return self._families(describing=True)
+
     def collect(self) -> Iterator[Metric]:
+        return self._families(describing=False)
+
+    def _families(self, *, describing: bool) -> Iterator[Metric]:
         p = self._processor
         t: Tracer = p.tracer
         s = t.stats
@@ -237,7 +245,7 @@ class PipelineCollector(Collector):
             resolved.add_metric([kind], n)
         yield resolved
         yield GaugeMetricFamily("ordertrail_open_orders", "Orders held open by the tracer", value=len(t))
-        yield self._waiting_family()
+        yield self._waiting_family(describing)
         yield self._transit_family(t)
         yield GaugeMetricFamily(
             "ordertrail_pipeline_lag_records", "Bus records not yet processed", value=p.stats.lag_records
@@ -253,7 +261,7 @@ class PipelineCollector(Collector):
         if self._extra is not None:
             yield from self._extra()
 
-    def _waiting_family(self) -> GaugeMetricFamily:
+    def _waiting_family(self, describing: bool) -> GaugeMetricFamily:
         waiting = GaugeMetricFamily(
             "ordertrail_orders_waiting",
             "Open orders by journey and the step they wait for (at both of two parallel steps; "
@@ -261,7 +269,7 @@ class PipelineCollector(Collector):
             labels=["journey", "step"],
         )
         merged: dict[tuple[str, str], int] = {}
-        for (journey, step), n in self._waiting.get().items():
+        for (journey, step), n in ({} if describing else self._waiting.get()).items():
             key = (self._labels.journey(journey), self._labels.hop(step) if step else NONE)
             merged[key] = merged.get(key, 0) + n
         for (journey, step), n in sorted(merged.items()):

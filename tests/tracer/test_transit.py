@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tracer.journeys import StallLearning
-from tracer.transit import EdgeTransit
+from tracer.transit import BUCKETS_MS, EdgeTransit
 
 
 def edge(samples: list[int], **learning: float) -> EdgeTransit:
@@ -63,3 +63,17 @@ def test_a_negative_transit_from_clock_skew_counts_as_zero() -> None:
 def test_sizes_that_are_not_positive_are_refused(size: int, refresh: int) -> None:
     with pytest.raises(ValueError, match="must be positive"):
         EdgeTransit(StallLearning(), size=size, refresh=refresh)
+
+
+def test_every_sample_is_counted_in_cumulative_buckets_that_the_ring_does_not_forget() -> None:
+    e = EdgeTransit(StallLearning(), size=2)
+    for ms in (-5, 10, 11, 1_500, 10**9):  # a negative transit (clock skew) counts as 0
+        e.record(ms)
+    hist = e.histogram()
+    assert len(hist) == len(BUCKETS_MS) + 1
+    assert hist[BUCKETS_MS.index(10)] == 2  # -5 -> 0, and 10: upper bounds are inclusive
+    assert hist[BUCKETS_MS.index(20)] == 3
+    assert hist[BUCKETS_MS.index(2_000)] == 4
+    assert hist[-2] == 4 and hist[-1] == 5  # past a day: only in +Inf
+    assert e.sum_ms == 10 + 11 + 1_500 + 10**9
+    assert len(e.recent()) == 2
