@@ -36,7 +36,7 @@ from prometheus_client.utils import floatToGoString
 
 from tracer.engine import OrderSnapshot, Tracer
 from tracer.journeys import Journeys
-from tracer.model import Finding, HopEvent
+from tracer.model import FINDING_KINDS, Finding, HopEvent
 from tracer.processor import Processor, Sink
 from tracer.transit import BUCKETS_MS
 
@@ -233,16 +233,16 @@ class PipelineCollector(Collector):
             value=s.retired,
         )
         raised = CounterMetricFamily("ordertrail_findings_raised", "Findings raised, by kind", labels=["kind"])
-        for kind, n in sorted(s.raised.items()):
-            raised.add_metric([kind], n)
+        for kind in FINDING_KINDS:  # every kind from the start: rate() needs no first finding
+            raised.add_metric([kind], s.raised.get(kind, 0))
         yield raised
         resolved = CounterMetricFamily(
             "ordertrail_findings_resolved",
             "Findings resolved (the hop arrived late, or a failure superseded them), by kind",
             labels=["kind"],
         )
-        for kind, n in sorted(s.resolved.items()):
-            resolved.add_metric([kind], n)
+        for kind in FINDING_KINDS:
+            resolved.add_metric([kind], s.resolved.get(kind, 0))
         yield resolved
         yield GaugeMetricFamily("ordertrail_open_orders", "Orders held open by the tracer", value=len(t))
         yield self._waiting_family(describing)
