@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -130,3 +130,21 @@ def rule_expressions() -> list[tuple[str, str]]:
 def recorded_names() -> set[str]:
     doc = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
     return {r["record"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+
+
+# Values for the dashboards' variables when their PromQL is checked.
+PROMQL_VALUES: Final = {"journey": ["web_order", "refund"], "hop": ["payment.authorized"], "database": ["ordertrail"]}
+_LABEL_VALUES = re.compile(r"^\s*label_values\((.*),\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)\s*$", re.S)
+
+
+def dashboard_promql() -> list[tuple[str, str]]:
+    """(where, PromQL) of every Prometheus query of the dashboards, variables expanded; a
+    variable's ``label_values(SELECTOR, label)`` gives its selector."""
+    out = []
+    for d in dashboards():
+        for q in queries(d):
+            if q.datasource == PROMETHEUS:
+                text = expand(q.text, PROMQL_VALUES, sql=False)
+                m = _LABEL_VALUES.match(text)
+                out.append((q.where, m.group(1) if m else text))
+    return out

@@ -5,7 +5,7 @@ shows, with rows. Grafana's variables and macros are expanded as Grafana expands
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,7 @@ def client(chdb_dir: Path) -> Iterator[Any]:
     c.close()
 
 
-def run(client: Any, q: Query, values: dict[str, Sequence[str]]) -> Any:
+def run(client: Any, q: Query, values: Mapping[str, Sequence[str]]) -> Any:
     sql = expand(q.text, values, sql=True, from_s=NOW_S - 6 * 3600, to_s=NOW_S)
     try:
         return client.query(sql)

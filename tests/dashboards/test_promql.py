@@ -6,16 +6,9 @@ names, and each label it matches on, against that scrape. Histogram and counter 
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,20 +16,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.dashboards.grafana import (
-    PROMETHEUS,
-    RULES_FILE,
-    dashboards,
-    expand,
-    queries,
-    recorded_names,
-    rule_expressions,
-)
+from tests.dashboards.grafana import RULES_FILE, dashboard_promql, recorded_names, rule_expressions
 
 pytestmark = pytest.mark.integration
 
-DEMO_JOURNEYS = Path(__file__).resolve().parents[2] / "ordertrail" / "demo_journeys.yaml"
-VALUES = {"journey": ["web_order", "refund"], "hop": ["payment.authorized"], "database": ["ordertrail"]}
 SCRAPED_BY_PROMETHEUS = {"up"}  # series Prometheus makes itself for every target
 # The detectors' collector exports these; until it is wired into `ordertrail run` they may be
 # absent, and then all three are (a partial set is a real mismatch).
@@ -50,7 +33,6 @@ _BRACES = re.compile(r"\{[^}]*\}")
 _RANGE = re.compile(r"\[[^\]]*\]")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_VALUES = re.compile(r"^\s*label_values\((.*),\s*[a-zA-Z_][a-zA-Z0-9_]*\s*\)\s*$", re.S)
 
 
 def metric_names(expr: str) -> set[str]:
@@ -82,80 +64,6 @@ def test_the_name_extraction_sees_series_and_skips_the_rest() -> None:
     assert set(matched_labels(expr)) == {("a_bucket", "hop"), ("a_bucket", "le")}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def request(url: str, body: bytes | None = None) -> str:
-    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"} if body else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return str(r.read().decode())
-
-
-def processed(text: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "ordertrail_events_processed_total":
-                return float(s.value)
-    return 0.0
-
-
-@pytest.fixture(scope="module")
-def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``/metrics`` of a real ``ordertrail run`` that has processed good, failed, unknown,
-    duplicate and invalid events."""
-    tmp = tmp_path_factory.mktemp("promql-run")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp / "run.log").open("wb")
-    args = ["run", "--journeys", str(DEMO_JOURNEYS), "--listen", f"127.0.0.1:{port}", "--data", str(tmp / "data")]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ordertrail", *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, ORDERTRAIL_WARMUP="0s"),
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp / "run.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "ordertrail run did not become ready"
-            try:
-                request(url + "/readyz")
-                break
-            except OSError:
-                time.sleep(0.1)
-        now = int(time.time() * 1000)
-        events = [
-            {"order_id": "o-1", "hop": "checkout.placed", "ts": now - 3000, "customer_id": "c-1"},
-            {"order_id": "o-1", "hop": "payment.authorized", "ts": now - 1000},
-            {"order_id": "o-1", "hop": "payment.authorized", "ts": now - 1000},  # a duplicate
-            {"order_id": "o-2", "hop": "checkout.placed", "ts": now - 3000},
-            {"order_id": "o-2", "hop": "payment.authorized", "ts": now - 2000, "status": "error"},
-            {"order_id": "o-3", "hop": "not.in.any.journey", "ts": now},
-            {"order_id": "o-4", "hop": "Not A Hop", "ts": now},  # rejected
-        ]
-        answer = json.loads(request(url + "/v1/events", json.dumps(events).encode()))
-        assert answer["accepted"] == 6 and len(answer["rejected"]) == 1
-        deadline = time.monotonic() + 30
-        text = request(url + "/metrics")
-        while processed(text) < 6:
-            assert time.monotonic() < deadline, "the events were not processed in 30 s"
-            time.sleep(0.1)
-            text = request(url + "/metrics")
-        yield text
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def exposed(scrape: str) -> dict[str, set[str]]:
     """Every series name in the scrape -> its label names."""
@@ -168,16 +76,7 @@ def exposed(scrape: str) -> dict[str, set[str]]:
 
 def expressions() -> list[tuple[str, str]]:
     """(where, PromQL) of every dashboard query, variable query and rule."""
-    out = []
-    for d in dashboards():
-        for q in queries(d):
-            if q.datasource != PROMETHEUS:
-                continue
-            text = expand(q.text, VALUES, sql=False)
-            m = _LABEL_VALUES.match(text)
-            out.append((q.where, m.group(1) if m else text))
-    out += [(f"rules.yml: {name}", expr) for name, expr in rule_expressions()]
-    return out
+    return dashboard_promql() + [(f"rules.yml: {name}", expr) for name, expr in rule_expressions()]
 
 
 def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:
