@@ -33,12 +33,14 @@ def request(url: str, body: bytes | None = None) -> str:
         return str(r.read().decode())
 
 
-def _processed(text: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "ordertrail_events_processed_total":
-                return float(s.value)
-    return 0.0
+def _stored(text: str) -> float:
+    """Hop events processed and stored (counted once the store has them)."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "ordertrail_hop_events_total"
+    )
 
 
 @pytest.fixture(scope="package")
@@ -79,8 +81,8 @@ def ordertrail_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         answer = json.loads(request(url + "/v1/events", json.dumps(events).encode()))
         assert answer["accepted"] == 6 and len(answer["rejected"]) == 1
         deadline = time.monotonic() + 30
-        while _processed(request(url + "/metrics")) < 6:
-            assert time.monotonic() < deadline, "the events were not processed in 30 s"
+        while _stored(request(url + "/metrics")) < 6:
+            assert time.monotonic() < deadline, "the events were not processed and stored in 30 s"
             time.sleep(0.1)
         yield url
     finally:

@@ -133,6 +133,20 @@ def test_the_scrape_has_the_metrics_the_dashboards_are_built_on(exposed: dict[st
     assert exposed["ordertrail_edge_transit_seconds_bucket"] == {"journey", "hop", "le"}
 
 
+def test_the_scrape_counts_what_the_run_was_sent(scrape: str) -> None:
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scrape)
+        for s in family.samples
+    }
+    assert values[("ordertrail_ingest_events_total", (("result", "accepted"),))] == 6
+    assert values[("ordertrail_ingest_events_total", (("result", "rejected"),))] == 1
+    assert values[("ordertrail_events_duplicate_total", ())] == 1
+    assert values[("ordertrail_hop_events_total", (("hop", "payment.authorized"), ("status", "error")))] == 1
+    assert values[("ordertrail_hop_events_total", (("hop", "other"), ("status", "ok")))] == 1
+    assert values[("ordertrail_findings_raised_total", (("kind", "failed"),))] == 1
+
+
 def test_each_objective_names_an_edge_and_a_bucket_bound_that_are_exported(scrape: str) -> None:
     edges, bounds = set(), set()
     for family in text_string_to_metric_families(scrape):
