@@ -9,7 +9,7 @@ metric; dashboards/ and its tests rely on these names.
 Where the numbers come from:
 
 * the tracer's and processor's stats, the learned edges' transit histograms (``EdgeTransit``)
-  and the open orders (``Tracer.awaiting``, a scan of the open orders: refreshed at most every
+  and the open orders (``Tracer.waiting_by_step``, a scan of the open orders: refreshed at most every
   ``max(10 s, 20 × its cost)``, so it never takes more than ~5 % of a core, however big);
 * ``MeteredSink``, the store as the processor sees it: write latency, errors, and the hop events
   written by hop and status (counted per batch, after the write succeeded);
@@ -177,7 +177,7 @@ class PipelineCollector(Collector):
         self._extra = extra
         self._labels = labels if labels is not None else MetricLabels(processor.tracer.journeys)
         self._hops = hops
-        self._waiting = waiting if waiting is not None else Throttled(processor.tracer.awaiting)
+        self._waiting = waiting if waiting is not None else Throttled(processor.tracer.waiting_by_step)
 
     def describe(self) -> Iterator[Metric]:
         """What ``collect`` yields, without the costly reading: the registry calls this once when

@@ -589,7 +589,7 @@ class Tracer:
             for step in j.steps:
                 yield name, step.hop, self._edges[name][step.index]
 
-    def awaiting(self) -> dict[tuple[str, str], int]:
+    def waiting_by_step(self) -> dict[tuple[str, str], int]:
         """Open orders by (journey, the step each awaits): an order awaiting two parallel steps
         counts at both; one awaiting nothing (no journey yet, or held open only by its findings)
         counts at (journey or "", ""). O(open orders), so it is for scrape time, never per event:

@@ -56,12 +56,12 @@ class EdgeTransit:
         self.sum_ms = 0
 
     def record(self, transit_ms: int) -> None:
-        ring = self._ring
         if transit_ms < 0:
             transit_ms = 0
-        ring[self._pos] = transit_ms
         self._hist[bisect_left(BUCKETS_MS, transit_ms)] += 1
         self.sum_ms += transit_ms
+        ring = self._ring
+        ring[self._pos] = transit_ms if transit_ms > 0 else 0
         self._pos = (self._pos + 1) % len(ring)
         self.count += 1
         self._since += 1

@@ -53,7 +53,7 @@ class Rig:
         )
         self.ingest = IngestStats()
         self.clock_s = 0.0
-        waiting = Throttled(self.processor.tracer.awaiting, clock=lambda: self.clock_s)
+        waiting = Throttled(self.processor.tracer.waiting_by_step, clock=lambda: self.clock_s)
         self.registry.register(
             PipelineCollector(self.processor, self.ingest, labels=labels, hops=self.sink.hops, waiting=waiting)
         )
