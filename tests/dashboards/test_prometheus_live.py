@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.dashboards.conftest import free_port, request
 from tests.dashboards.grafana import RULES_FILE, dashboard_promql
+from tests.ordertrail.test_run_e2e import Server, free_port
 
 pytestmark = pytest.mark.integration
+
+
+def request(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return str(r.read().decode())
 
 
 def api(url: str, path: str, **params: str) -> Any:
@@ -42,7 +48,7 @@ def wait_for(what: str, check: Any, timeout_s: float = 30.0) -> Any:
 
 
 @pytest.fixture(scope="module")
-def prometheus(ordertrail_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prometheus(ordertrail_run: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     exe = shutil.which("prometheus")
     assert exe is not None, "prometheus is missing: scripts/setup.sh installs Debian's prometheus package"
     tmp = tmp_path_factory.mktemp("prometheus")
@@ -50,7 +56,7 @@ def prometheus(ordertrail_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES_FILE)],
         "scrape_configs": [
-            {"job_name": "ordertrail", "static_configs": [{"targets": [ordertrail_url.removeprefix("http://")]}]}
+            {"job_name": "ordertrail", "static_configs": [{"targets": [f"127.0.0.1:{ordertrail_run.port}"]}]}
         ],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))

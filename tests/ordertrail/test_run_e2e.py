@@ -38,11 +38,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, journeys: str = JOURNEYS) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        (tmp / "journeys.yaml").write_text(JOURNEYS)
+        (tmp / "journeys.yaml").write_text(journeys)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "server.log"
 
