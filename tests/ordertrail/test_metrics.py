@@ -11,30 +11,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from ordertrail.metrics import IngestStats, MeteredSink, MetricLabels, PipelineCollector, Throttled, render
+from tests.tracer.conftest import T0, web_order
 from tracer.bus import HOPS_TOPIC, Message
 from tracer.clock import ManualClock, PartitionClock
 from tracer.engine import OrderSnapshot, Tracer
 from tracer.errors import StoreError
 from tracer.fakebus import MemoryBus
-from tracer.journeys import parse_journeys
 from tracer.memstore import MemStore
 from tracer.model import Finding
 from tracer.processor import Processor
 
-JOURNEYS = parse_journeys(
-    """
-journeys:
-  web_order:
-    start: checkout.placed
-    steps:
-      payment.authorized:      {after: checkout.placed,    within: 30s}
-      inventory.reserved:      {after: payment.authorized, within: 2m}
-      email.confirmation_sent: {after: payment.authorized, within: 5m, confirmation: true}
-    complete: [inventory.reserved, email.confirmation_sent]
-""",
-    "web.yaml",
-)
-T0 = 1_795_000_000_000
+JOURNEYS = web_order()  # CONTRACT §2's example
 
 
 class Rig:
