@@ -36,7 +36,7 @@ from prometheus_client.utils import floatToGoString
 
 from tracer.engine import OrderSnapshot, Tracer
 from tracer.journeys import Journeys
-from tracer.model import FINDING_KINDS, Finding, HopEvent
+from tracer.model import FINDING_KINDS, STATUS_ERROR, STATUS_OK, Finding, HopEvent
 from tracer.processor import Processor, Sink
 from tracer.transit import BUCKETS_MS
 
@@ -78,7 +78,10 @@ class HopCounts:
 
     def __init__(self, labels: MetricLabels) -> None:
         self._labels = labels
-        self.counts: dict[tuple[str, str], int] = {}
+        # every known (hop, status) from the start: an error rate is 0 before the first error
+        self.counts: dict[tuple[str, str], int] = {
+            (hop, status): 0 for hop in (*sorted(labels.hops), OTHER) for status in (STATUS_OK, STATUS_ERROR)
+        }
 
     def add(self, events: Sequence[HopEvent]) -> None:
         counts, label = self.counts, self._labels.hop
