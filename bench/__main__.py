@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, engine, live, store
+from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, engine, live, metrics, store
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,7 @@ BENCHES: list[Bench] = [
     Bench("delay", 3, "Finding delay after the deadline", live.delay),
     Bench("sdk", 3, "SDK `track()` on the caller's thread", live.sdk),
     Bench("lookup-api", 3, "Lookup API at ≥ 1M orders", live.lookup_api),
+    Bench("metrics", 5, "A `/metrics` scrape at many open orders", metrics.scrape),
 ]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 WORK = ROOT / "bench" / ".work"

@@ -82,6 +82,11 @@ def test_memory_bench_runs_at_toy_size(ctx: Context) -> None:
     assert section.rows and all(row.value is not None and row.value > 0 for row in section.rows)
 
 
+def test_metrics_bench_runs_at_toy_size(ctx: Context) -> None:
+    section = _bench("metrics").run(ctx)
+    assert section.rows and all(row.value is not None and row.value > 0 for row in section.rows)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["throughput", "lookup", "backtest"])
 def test_store_benches_run_at_toy_size(ctx: Context, name: str) -> None:
