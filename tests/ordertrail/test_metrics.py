@@ -4,6 +4,7 @@ the Prometheus conventions, labels stay bounded, and each metric counts what its
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -206,3 +207,12 @@ def test_pipeline_lag_dead_letters_and_ingest_results_are_exposed(rig: Rig) -> N
     assert value(m, "ordertrail_ingest_events_total", result="unavailable") == 1
     assert value(m, "ordertrail_pipeline_lag_records") == 0
     assert ("ordertrail_pipeline_lag_seconds", ()) in m
+
+
+def test_every_metric_is_documented(rig: Rig) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "dashboards.md").read_text()
+    for family in text_string_to_metric_families(render(rig.registry).decode()):
+        if family.name.endswith("_created"):  # prometheus_client's creation times of its own metrics
+            continue
+        name = family.name + "_total" if family.type == "counter" else family.name
+        assert f"| `{name}` |" in docs, f"{name} is not in docs/dashboards.md's table of metrics"
