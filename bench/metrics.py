@@ -106,10 +106,9 @@ def measure_scrape(orders: int, journeys_path: Path) -> dict[str, Any]:
 
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.metrics", description=__doc__)
-    sub = parser.add_subparsers(dest="what", required=True)
-    sc = sub.add_parser("scrape")
-    sc.add_argument("--orders", type=int, required=True)
-    sc.add_argument("--journeys", type=Path, required=True)
+    parser.add_argument("what", choices=["scrape"], help="the one measurement of this module")
+    parser.add_argument("--orders", type=int, required=True)
+    parser.add_argument("--journeys", type=Path, required=True)
     args = parser.parse_args()
     report(measure_scrape(args.orders, args.journeys))
 
