@@ -1,9 +1,11 @@
 """The store: hop events, order state and findings in ClickHouse, through clickhouse-connect.
 
 ``Store.open(url)`` takes ``chdb:///ABS/DIR`` (embedded chDB, the default; the directory is
-created) or ``http(s)://[user:password@]host:port`` (a ClickHouse server; credentials from the URL,
-else ``ORDERTRAIL_CLICKHOUSE_USER`` / ``ORDERTRAIL_CLICKHOUSE_PASSWORD`` of the ``environ`` mapping
-given to ``open``, read once there). Both go through the same client code. ``open`` creates the
+created) or ``http(s)://[user:password@]host:port[/database]`` (a ClickHouse server or cluster; the path
+names the database, else ``database``; credentials from the URL, else ``ORDERTRAIL_CLICKHOUSE_USER``
+/ ``ORDERTRAIL_CLICKHOUSE_PASSWORD``, else ``CLICKHOUSE_USER`` / ``CLICKHOUSE_PASSWORD`` (the names
+the official server image takes) of the ``environ`` mapping given to ``open``, read once there; a
+password never appears in a message). Both go through the same client code. ``open`` creates the
 database and applies the pending migrations of ``tracer/migrations`` (``NNNN_name.sql``, recorded
 in ``schema_migrations``), then sets the TTL of every table to ``ttl_days`` (``None``: no TTL).
 
@@ -63,7 +65,11 @@ if TYPE_CHECKING:
 
 ENV_USER: Final = "ORDERTRAIL_CLICKHOUSE_USER"
 ENV_PASSWORD: Final = "ORDERTRAIL_CLICKHOUSE_PASSWORD"
-URL_HELP: Final = "chdb:///ABSOLUTE/DIR (embedded) or http(s)://[USER:PASSWORD@]HOST:PORT (ClickHouse server)"
+# Read after ours: the ClickHouse image creates its user from these, so one env file serves both.
+ENV_FALLBACK: Final = {ENV_USER: "CLICKHOUSE_USER", ENV_PASSWORD: "CLICKHOUSE_PASSWORD"}
+URL_HELP: Final = (
+    "chdb:///ABSOLUTE/DIR (embedded) or http(s)://[USER:PASSWORD@]HOST:PORT[/DATABASE] (ClickHouse server)"
+)
 FINDING_STATUSES: Final = (OPEN, RESOLVED, "all")
 _DATABASE_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MIGRATION_RE: Final = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
@@ -164,6 +170,7 @@ class Store:
         connect_timeout_s: float = 10.0,
     ) -> Store:
         """Connect, create the database, apply pending migrations and the TTL. Raises StoreError."""
+        database = _url_database(url) or database
         if not _DATABASE_RE.fullmatch(database):
             raise StoreError(f"database: {database!r} must be letters, digits and '_', not starting with a digit")
         if database == "default":
@@ -580,15 +587,15 @@ def _connect_http(url: str, environ: Mapping[str, str], timeout_s: float) -> tup
     where = _redact(url)
     if not parts.hostname:
         raise StoreError(f"store URL {where!r}: names no host; use {URL_HELP}")
-    if parts.path not in ("", "/") or parts.query:
-        raise StoreError(f"store URL {where!r}: a path or query is not supported; use {URL_HELP}")
+    if parts.query or parts.fragment:
+        raise StoreError(f"store URL {where!r}: a query or fragment is not supported; use {URL_HELP}")
     secure = parts.scheme.lower() == "https"
     try:
         port = parts.port or (8443 if secure else 8123)
     except ValueError:
         raise StoreError(f"store URL {where!r}: the port is not a number from 1 to 65535") from None
-    username = unquote(parts.username) if parts.username else environ.get(ENV_USER, "default")
-    password = unquote(parts.password) if parts.password else environ.get(ENV_PASSWORD, "")
+    username = unquote(parts.username) if parts.username else _env(environ, ENV_USER) or "default"
+    password = unquote(parts.password) if parts.password else _env(environ, ENV_PASSWORD)
     import clickhouse_connect
 
     try:
@@ -608,6 +615,16 @@ def _connect_http(url: str, environ: Mapping[str, str], timeout_s: float) -> tup
             f"the host, port and credentials ({ENV_USER}/{ENV_PASSWORD}) right?"
         ) from None
     return client, where
+
+
+def _env(environ: Mapping[str, str], name: str) -> str:
+    return environ.get(name) or environ.get(ENV_FALLBACK[name], "")
+
+
+def _url_database(url: str) -> str:
+    """The database named by the path of an http(s) URL (``http://host:8123/ordertrail``), or ''."""
+    parts = urlsplit(url)
+    return unquote(parts.path).strip("/") if parts.scheme.lower() in ("http", "https") else ""
 
 
 def _redact(url: str) -> str:

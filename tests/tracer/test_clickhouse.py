@@ -441,7 +441,8 @@ def test_versions_keep_increasing_after_a_restart_with_the_clock_behind(chdb_dir
         ("chdb://relative/dir", "needs an absolute directory"),
         ("http://:8123", "names no host"),
         ("http://host:99999", "port is not a number"),
-        ("http://host:8123/db", "a path or query is not supported"),
+        ("http://host:8123/db?x=1", "a query or fragment is not supported"),
+        ("http://host:8123/a-b", "database: 'a-b'"),
     ],
 )
 def test_unusable_url_is_a_store_error(url: str, message: str) -> None:
