@@ -202,9 +202,16 @@ class Store:
             "applied_at DateTime64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
         )
         done = {int(r[0]) for r in self._rows(f"SELECT DISTINCT version FROM {db}.schema_migrations")}
-        for version, name, text in migrations():
-            if version in done:
-                continue
+        pending = [m for m in migrations() if m[0] not in done]
+        if pending and self._rows(
+            f"SELECT 1 FROM system.tables WHERE database = '{db}' AND engine = 'Distributed' LIMIT 1"
+        ):  # single-node DDL would run on this node only: a cluster is migrated ON CLUSTER
+            raise StoreError(
+                f"store {self._where}: database {db} holds a cluster schema and misses migrations "
+                f"{', '.join(f'{v:04d}_{n}' for v, n, _ in pending)}; apply them on the cluster first "
+                "(python -m tracer.clusterschema prints the cluster schema; see deploy/README.md)"
+            )
+        for version, name, text in pending:
             for statement in _STATEMENT_END.split(text.replace("{database}", db)):
                 if any(line.strip() and not line.strip().startswith("--") for line in statement.splitlines()):
                     self._command(statement, f"migration {version:04d}_{name}")
@@ -610,8 +617,15 @@ def _connect_http(url: str, environ: Mapping[str, str], timeout_s: float) -> tup
             settings=dict(_SETTINGS),
         )
     except Exception as exc:
+        text = _first_line(exc)
+        if "AUTHENTICATION_FAILED" in text or "code: 516" in text:
+            raise StoreError(
+                f"store {where}: the ClickHouse server refused user {username!r}: the password is wrong or the "
+                f"user does not exist; set them in the URL, {ENV_USER}/{ENV_PASSWORD} or "
+                f"{ENV_FALLBACK[ENV_USER]}/{ENV_FALLBACK[ENV_PASSWORD]}"
+            ) from None
         raise StoreError(
-            f"store {where}: cannot reach the ClickHouse server ({_first_line(exc)}); is it running, and are "
+            f"store {where}: cannot reach the ClickHouse server ({text}); is it running, and are "
             f"the host, port and credentials ({ENV_USER}/{ENV_PASSWORD}) right?"
         ) from None
     return client, where

@@ -1,0 +1,200 @@
+"""The Store's ``http://`` path and the cluster schema, against ClickHouse's HTTP interface.
+
+No ClickHouse server can run here (see ``tests/tracer/chhttp.py``), so the server is the
+stand-in: ClickHouse's HTTP interface in front of the chDB engine, in its own process. What this
+proves: clickhouse-connect's HTTP client carries every Store call (auth, settings, bindings,
+Native results, lz4 insert bodies) and the Store's SQL runs on ClickHouse's engine; the cluster
+schema parses and runs there with Distributed tables over a one-shard cluster of this node
+(``remote_servers`` in a config file; ``Replicated*MergeTree`` becomes the plain engine and ``ON
+CLUSTER`` is dropped, since they need Keeper). What it cannot prove: replication, several shards,
+the native protocol, a real server's access control.
+
+The contract tests of ``test_clickhouse.py`` run here again over HTTP, on the single-node schema
+and on the cluster schema (the ``store`` fixture below).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.tracer import test_clickhouse as contract
+from tracer.clickhouse import Store
+from tracer.clusterschema import cluster_schema
+from tracer.errors import StoreError
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+USER, PASSWORD = "ordertrail", "s3cret-pw"
+CLUSTER = "ordertrail"
+# One shard, one replica: this node. tcp_port makes the engine see the replica as itself
+# (chDB listens on nothing, so no port is opened).
+CONFIG = """<clickhouse>
+  <tcp_port>{port}</tcp_port>
+  <remote_servers><ordertrail><shard><replica><host>localhost</host><port>{port}</port></replica></shard>
+  </ordertrail></remote_servers>
+  <macros><cluster>ordertrail</cluster><shard>01</shard><replica>r1</replica></macros>
+</clickhouse>
+"""
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The stand-in server's base URL (no credentials); stopped after the module."""
+    root = tmp_path_factory.mktemp("chhttp")
+    config = root / "config.xml"
+    config.write_text(CONFIG.format(port=contract._free_port()))
+    cmd = [sys.executable, "-m", "tests.tracer.chhttp", str(root / "db"), "--user", USER, "--password", PASSWORD]
+    proc = subprocess.Popen([*cmd, "--config-file", str(config)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if ready else ""
+        assert line.startswith("listening on "), f"the stand-in did not start: {line!r}"
+        yield line.split()[-1]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def url(server: str, database: str, user: str = USER, password: str = PASSWORD) -> str:
+    return server.replace("http://", f"http://{user}:{password}@") + f"/{database}"
+
+
+def on_this_node(schema: str) -> str:
+    """The cluster schema as chDB can run it: no Keeper, so plain engines and no ON CLUSTER."""
+    schema = schema.replace(f" ON CLUSTER '{CLUSTER}'", "")
+    return re.sub(r"Replicated(\w*MergeTree)\('[^']*', '\{replica\}'(?:, )?", r"\1(", schema)
+
+
+def create_cluster_database(server: str, database: str, *, record_migrations: bool = True) -> None:
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn=url(server, ""))
+    try:
+        schema = on_this_node(cluster_schema(database, CLUSTER))
+        if not record_migrations:
+            schema = schema[: schema.index(f"INSERT INTO {database}.schema_migrations")]
+        for statement in re.split(r";[ \t]*(?:\n|$)", schema):
+            sql = "\n".join(line for line in statement.splitlines() if not line.lstrip().startswith("--")).strip()
+            if sql:
+                client.command(sql)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["single-node", "cluster"])
+def store(request: pytest.FixtureRequest, server: str) -> Iterator[Store]:
+    database = f"h{next(_databases)}"
+    if request.param == "cluster":
+        create_cluster_database(server, database)
+    opened = Store.open(url(server, database))
+    yield opened
+    opened.close()
+
+
+# The store contract of test_clickhouse.py, over HTTP on both schemas.
+for _name, _test in inspect.getmembers(contract, inspect.isfunction):
+    if _name.startswith("test_") and list(inspect.signature(_test).parameters) == ["store"]:
+        globals()[_name] = _test
+
+
+def _columns(store: Store, database: str) -> dict[str, list[tuple[Any, ...]]]:
+    rows = store._rows(
+        "SELECT table, name, type, default_kind, default_expression FROM system.columns "
+        f"WHERE database = '{database}' ORDER BY table, position"
+    )
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    for table, *column in rows:
+        tables.setdefault(table, []).append(tuple(column))
+    return tables
+
+
+def test_every_single_node_table_has_a_distributed_and_a_local_table_with_its_columns(server: str) -> None:
+    create_cluster_database(server, "cluster_cols")
+    with Store.open(url(server, "single_cols")) as single:
+        assert single.migrations_applied == [1]
+        mine, theirs = _columns(single, "single_cols"), _columns(single, "cluster_cols")
+        engines = dict(single._rows("SELECT name, engine FROM system.tables WHERE database = 'cluster_cols'"))
+    views = {t for t, e in engines.items() if e == "MaterializedView"}
+    for table, columns in mine.items():
+        if table == "schema_migrations":
+            assert theirs[table] == columns
+            continue
+        if table in views:
+            continue
+        assert engines[table] == "Distributed", table
+        assert theirs[table] == columns, table
+        assert theirs[f"{table}_local"] == columns, table
+    single_views = {t for t in mine if t.endswith("_mv")}
+    assert single_views and single_views <= views
+
+
+def test_store_on_a_cluster_database_applies_nothing(server: str) -> None:
+    create_cluster_database(server, "cluster_open")
+    with Store.open(url(server, "cluster_open")) as store:
+        assert store.migrations_applied == []
+        tables = {r[0] for r in store._rows("SELECT name FROM system.tables WHERE database = 'cluster_open'")}
+    assert "hops" in tables and "hops_local" in tables and "hops_local_local" not in tables
+
+
+def test_store_refuses_to_migrate_a_cluster_database_itself(server: str) -> None:
+    create_cluster_database(server, "cluster_behind", record_migrations=False)
+    with pytest.raises(StoreError, match="holds a cluster schema and misses migrations 0001_init"):
+        Store.open(url(server, "cluster_behind"))
+
+
+def test_hops_reach_otel_traces_through_the_local_tables(server: str) -> None:
+    create_cluster_database(server, "cluster_spans")
+    with Store.open(url(server, "cluster_spans")) as store:
+        store.write([contract.ev("o-span", "checkout.placed", contract.T0)], [], [])
+        rows = store._rows("SELECT SpanAttributes['app.order.id'] FROM cluster_spans.otel_traces")
+    assert rows == [("o-span",)]
+
+
+def test_database_comes_from_the_url_path(server: str) -> None:
+    with Store.open(url(server, "from_path"), database="ignored") as store:
+        databases = {r[0] for r in store._rows("SELECT name FROM system.databases")}
+    assert "from_path" in databases and "ignored" not in databases
+
+
+def test_credentials_fall_back_to_the_clickhouse_image_variables(server: str) -> None:
+    environ = {"CLICKHOUSE_USER": USER, "CLICKHOUSE_PASSWORD": PASSWORD}
+    with Store.open(f"{server}/env_creds", environ=environ) as store:
+        assert store.migrations_applied == [1]
+
+
+def test_ordertrail_variables_win_over_the_image_variables(server: str) -> None:
+    environ = {
+        "ORDERTRAIL_CLICKHOUSE_USER": USER,
+        "ORDERTRAIL_CLICKHOUSE_PASSWORD": PASSWORD,
+        "CLICKHOUSE_USER": "someone",
+        "CLICKHOUSE_PASSWORD": "else",
+    }
+    with Store.open(f"{server}/env_ours", environ=environ) as store:
+        assert store.migrations_applied == [1]
+
+
+def test_a_refused_password_is_named_as_such_and_never_shown(server: str) -> None:
+    with pytest.raises(StoreError, match=f"refused user '{USER}'") as caught:
+        Store.open(url(server, "refused", password="wrong-pw-123"))
+    assert "wrong-pw-123" not in str(caught.value)
+    with pytest.raises(StoreError, match="refused user 'default'"):
+        Store.open(f"{server}/refused", environ={"CLICKHOUSE_PASSWORD": "wrong-pw-456"})

@@ -1,0 +1,58 @@
+"""The cluster schema is derived from the migrations and refuses what it cannot derive. That it
+runs, and matches the single-node tables column for column, is in test_clickhouse_http.py."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tracer.clusterschema import ClusterSchemaError, cluster_schema
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "deploy" / "clickhouse" / "schema.sql"
+
+
+def table(name: str, column: str = "order_id", engine: str = "MergeTree") -> str:
+    columns = f"(\n    {column} String\n)"
+    return f"CREATE TABLE IF NOT EXISTS {{database}}.{name}\n{columns}\nENGINE = {engine}\nORDER BY {column};\n"
+
+
+def test_deploy_schema_file_is_generated_from_the_current_migrations() -> None:
+    assert SCHEMA_FILE.read_text() == cluster_schema(), (
+        "deploy/clickhouse/schema.sql is stale: python -m tracer.clusterschema > deploy/clickhouse/schema.sql"
+    )
+
+
+def test_every_table_is_local_replicated_plus_distributed_by_order_id_hash() -> None:
+    sql = cluster_schema("db", "c", [(1, "init", table("t"))])
+    assert "CREATE TABLE IF NOT EXISTS db.t_local ON CLUSTER 'c'\n(\n    order_id String\n)\n" in sql
+    assert "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/db/t_local', '{replica}')\n" in sql
+    assert "CREATE TABLE IF NOT EXISTS db.t ON CLUSTER 'c' AS db.t_local\n" in sql
+    assert "ENGINE = Distributed('c', db, t_local, cityHash64(order_id));" in sql
+    assert "INSERT INTO db.schema_migrations (version, name, applied_at) VALUES (1, 'init', now64(3));" in sql
+
+
+def test_engine_arguments_follow_the_replication_path() -> None:
+    sql = cluster_schema("db", "c", [(1, "x", table("t", engine="ReplacingMergeTree(v)"))])
+    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/t_local', '{replica}', v)" in sql
+
+
+def test_views_read_and_write_the_local_tables() -> None:
+    view = "CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.a_mv\nTO {database}.b\nAS SELECT * FROM {database}.a;\n"
+    sql = cluster_schema("db", "c", [(1, "x", table("a") + table("b") + view)])
+    assert (
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS db.a_mv ON CLUSTER 'c'\nTO db.b_local\nAS SELECT * FROM db.a_local;"
+        in sql
+    )
+
+
+def test_a_table_without_order_id_or_shard_key_is_refused() -> None:
+    with pytest.raises(ClusterSchemaError, match="migration 0002_extra: table t has no order_id column; add its"):
+        cluster_schema("db", "c", [(2, "extra", table("t", column="x"))])
+
+
+def test_a_statement_without_a_cluster_form_is_refused() -> None:
+    message = "migration 0003_alter: no cluster form for the statement 'ALTER TABLE db.hops"
+    with pytest.raises(ClusterSchemaError, match=re.escape(message)):
+        cluster_schema("db", "c", [(3, "alter", "ALTER TABLE {database}.hops ADD COLUMN x String;\n")])
