@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(${ORDERTRAIL_APT_PACKAGES:-chromium prometheus})
+APT_PACKAGES=(${ORDERTRAIL_APT_PACKAGES:-chromium prometheus prometheus-alertmanager})
 
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

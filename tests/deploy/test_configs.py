@@ -1,0 +1,102 @@
+"""The configs of deploy/ in the tools that read them: Prometheus's and Alertmanager's own checks
+(promtool, amtool: Debian's prometheus and prometheus-alertmanager packages, older than the
+images the stack pins, same file formats), and the ClickHouse settings named in deploy/clickhouse
+against the settings ClickHouse knows (chDB's engine)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.manifests import DASHBOARDS, DEPLOY, K8S, ROOT
+
+pytestmark = pytest.mark.integration
+
+PROMETHEUS_CONFIGS = (DEPLOY / "prometheus" / "prometheus.yml", K8S / "prometheus.yml")
+
+
+def tool(name: str, package: str) -> str:
+    exe = shutil.which(name)
+    assert exe is not None, f"{name} is missing: scripts/setup.sh installs Debian's {package} package"
+    return exe
+
+
+@pytest.mark.parametrize("config", PROMETHEUS_CONFIGS, ids=lambda p: p.relative_to(DEPLOY).as_posix())
+def test_promtool_accepts_the_prometheus_config_with_ordertrails_rules(config: Path, tmp_path: Path) -> None:
+    rules = ROOT / DASHBOARDS[3]
+    text = config.read_text()
+    assert "- /etc/prometheus/rules/*.yml" in text
+    if rules.exists():  # load the rules the stack mounts, so promtool checks them in place
+        text = text.replace("- /etc/prometheus/rules/*.yml", f"- {rules}")
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(text)
+    out = subprocess.run([tool("promtool", "prometheus"), "check", "config", str(copy)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    if not rules.exists():
+        pytest.skip(f"{DASHBOARDS[3]} is not in this branch yet: config checked without its rules")
+
+
+def test_amtool_accepts_the_alertmanager_config() -> None:
+    config = DEPLOY / "alertmanager" / "alertmanager.yml"
+    out = subprocess.run(
+        [tool("amtool", "prometheus-alertmanager"), "check-config", str(config)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_clickhouse_xml_file_is_well_formed() -> None:
+    files = sorted((DEPLOY / "clickhouse").glob("*.xml"))
+    assert len(files) == 5
+    for path in files:
+        assert ET.parse(path).getroot().tag == "clickhouse", path
+
+
+def test_every_clickhouse_setting_named_in_deploy_exists() -> None:
+    users = ET.parse(DEPLOY / "clickhouse" / "users.xml").getroot()
+    settings = {s.tag for profile in users.iter("profiles") for p in profile for s in p}
+    merge_tree = {s.tag for s in ET.parse(DEPLOY / "clickhouse" / "config.xml").getroot().iter("merge_tree") for s in s}
+    assert {"distributed_product_mode", "distributed_foreground_insert", "insert_quorum"} <= settings
+    # chDB in its own process: it runs one engine per process, and other tests may hold one.
+    script = (
+        "import chdb, json, sys; c = chdb.connect(':memory:'); names = json.loads(sys.argv[1]); "
+        "q = lambda t: {r['name'] for r in map(json.loads, c.query(f'SELECT name FROM system.{t}', "
+        "'JSONEachRow').bytes().splitlines())}; "
+        "print(json.dumps({'settings': sorted(set(names[0]) - q('settings')), "
+        "'merge_tree': sorted(set(names[1]) - q('merge_tree_settings'))}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps([sorted(settings), sorted(merge_tree)])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout) == {"settings": [], "merge_tree": []}
+
+
+def test_keeper_and_cluster_hosts_match_the_statefulsets() -> None:
+    import yaml
+
+    sets = {
+        d["metadata"]["name"]: d
+        for name in ("clickhouse.yaml", "clickhouse-keeper.yaml", "kafka.yaml")
+        for d in yaml.safe_load_all((K8S / name).read_text())
+        if d and d["kind"] == "StatefulSet"
+    }
+    cluster = (DEPLOY / "clickhouse" / "k8s-cluster.xml").read_text()
+    keeper = (DEPLOY / "clickhouse" / "keeper.xml").read_text()
+    for name, text in (("clickhouse", cluster), ("clickhouse-keeper", keeper)):
+        service = sets[name]["spec"]["serviceName"]
+        hosts = set(re.findall(rf"<(?:host|hostname)>({name}-\d+)\.([\w-]+)</", text))
+        assert hosts == {(f"{name}-{i}", service) for i in range(sets[name]["spec"]["replicas"])}, name
+    keeper_clients = set(re.findall(r"<host>(clickhouse-keeper-\d+)\.", cluster))
+    assert len(keeper_clients) == sets["clickhouse-keeper"]["spec"]["replicas"]
+    voters = sets["kafka"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    quorum = next(e["value"] for e in voters if e["name"] == "KAFKA_CONTROLLER_QUORUM_VOTERS")
+    assert len(quorum.split(",")) == sets["kafka"]["spec"]["replicas"]
