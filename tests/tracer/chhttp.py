@@ -10,7 +10,8 @@ runs in the ClickHouse engine that chDB embeds. It is not a ClickHouse server: n
 native TCP protocol, progress headers or access control beyond one user.
 
 Run it as a process (chDB runs one engine per process):
-``python -m tests.tracer.chhttp DIR --user U --password P [--config-file X.xml]``; it prints
+``python -m tests.tracer.chhttp DIR --user U --password P [--config-file X.xml] [--setting N=V ...]``
+(``--setting``: the user's settings profile, applied before each request's own); it prints
 ``listening on http://127.0.0.1:PORT`` once ready and serves until SIGTERM. ``--config-file`` is
 passed to the engine (e.g. ``remote_servers`` and macros for a one-shard cluster).
 """
@@ -77,9 +78,10 @@ class Engine:
     """The chDB engine and the credentials it accepts; one chDB connection per request keeps
     ``USE`` and ``SET`` from leaking between requests, as sessions-less HTTP does."""
 
-    def __init__(self, path: str, user: str, password: str, config_file: str | None) -> None:
+    def __init__(self, path: str, user: str, password: str, config_file: str | None, profile: dict[str, str]) -> None:
         self.dsn = path + (f"?config-file={config_file}" if config_file else "")
         self.user, self.password = user, password
+        self.profile = profile  # the user's settings profile: applied first, as a server does
         self.keeper = chdb.connect(self.dsn)  # keeps the engine up between requests
         self.lock = threading.Lock()
 
@@ -89,7 +91,7 @@ class Engine:
             try:
                 if database:
                     conn.query(f"USE `{database}`", "TabSeparated")
-                for name, value in settings.items():
+                for name, value in {**self.profile, **settings}.items():
                     if re.fullmatch(r"\w+", name):
                         quoted = value.replace("\\", "\\\\").replace("'", "\\'")
                         conn.query(f"SET {name} = '{quoted}'", "TabSeparated")
@@ -190,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default="")
     parser.add_argument("--config-file")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE", help="of the profile")
     args = parser.parse_args(argv)
-    Handler.engine = Engine(args.path, args.user, args.password, args.config_file)
+    profile = dict(s.split("=", 1) for s in args.setting)
+    Handler.engine = Engine(args.path, args.user, args.password, args.config_file, profile)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     sys.stdout.write(f"listening on http://127.0.0.1:{server.server_address[1]}\n")
