@@ -172,7 +172,9 @@ class Handler(BaseHTTPRequestHandler):
             if tmp is not None:
                 os.unlink(tmp)
         headers = {"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC", "X-ClickHouse-Summary": json.dumps({})}
-        if params.get("enable_http_compression") == "1" and "lz4" in self.headers.get("Accept-Encoding", ""):
+        # enable_http_compression is 1 by default in the engine (26.x), as clickhouse-connect reads it
+        compress = params.get("enable_http_compression", self.engine.profile.get("enable_http_compression", "1"))
+        if compress == "1" and "lz4" in self.headers.get("Accept-Encoding", ""):
             out, headers["Content-Encoding"] = lz4.frame.compress(out), "lz4"
         self._reply(200, out, headers)
 
