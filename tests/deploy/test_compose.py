@@ -167,6 +167,9 @@ def test_prometheus_scrapes_every_ordertrail_role_where_it_listens() -> None:
     for name in ORDERTRAIL:
         port = port_of("http://" + flag(services()[name]["command"], "--listen"))[1]
         assert f"{name}:{port}" in targets, name
+    jobs = {j["job_name"] for j in config["scrape_configs"]}
+    # dashboards/prometheus/rules.yml finds ordertrail's targets by up{job=~"ordertrail.*"}
+    assert {j for j in jobs if j.startswith("ordertrail")} == {f"ordertrail-{r}" for r in ROLES}
     assert "clickhouse:9363" in targets and "<port>9363</port>" in (DEPLOY / "clickhouse" / "config.xml").read_text()
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     mounts = {t for _, t in binds(services()["prometheus"])}
