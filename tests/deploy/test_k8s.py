@@ -200,3 +200,17 @@ def test_kubectl_kustomize_renders_resources_valid_for_kubernetes(tmp_path: Path
         for volume in w["spec"]["template"]["spec"].get("volumes", []):
             if "configMap" in volume:  # the generated names (with their content hash) are wired in
                 assert volume["configMap"]["name"] in config_maps
+
+
+def test_roles_start_after_the_topics_and_the_cluster_schema() -> None:
+    """A role would create missing topics with replication 1, and a Store on an empty database
+    single-node tables: each role waits for what the Jobs kafka-topics and clickhouse-schema make."""
+    for role in ROLES:
+        init = {
+            c["name"]: " ".join(c["args"])
+            for c in named("Deployment")[role]["spec"]["template"]["spec"]["initContainers"]
+        }
+        assert "ordertrail.findings" in init["wait-for-topics"], role
+        assert "engine = 'Distributed'" in init["wait-for-schema"], role
+    topics = (K8S.parent / "kafka" / "create-topics.sh").read_text().splitlines()
+    assert topics[-2].startswith("create ordertrail.findings")  # created last: its presence means all are
