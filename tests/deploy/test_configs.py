@@ -100,3 +100,67 @@ def test_keeper_and_cluster_hosts_match_the_statefulsets() -> None:
     voters = sets["kafka"]["spec"]["template"]["spec"]["containers"][0]["env"]
     quorum = next(e["value"] for e in voters if e["name"] == "KAFKA_CONTROLLER_QUORUM_VOTERS")
     assert len(quorum.split(",")) == sets["kafka"]["spec"]["replicas"]
+
+
+def _compose_env() -> dict[str, str]:
+    """The clickhouse service's environment as compose gives it (defaults of ${VAR:-default})."""
+    import yaml
+
+    env = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["clickhouse"]["environment"]
+    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
+
+
+def _k8s_env(ordinal: int) -> dict[str, str]:
+    """What the clickhouse pod's start script exports, run by bash for pod clickhouse-ORDINAL."""
+    import yaml
+
+    sts = next(d for d in yaml.safe_load_all((K8S / "clickhouse.yaml").read_text()) if d["kind"] == "StatefulSet")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    script = container["args"][0].replace("exec /entrypoint.sh", "env")
+    out = subprocess.run(
+        ["bash", "-c", script], env={"HOSTNAME": f"clickhouse-{ordinal}"}, capture_output=True, text=True, check=True
+    )
+    env = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    return {**env, **{e["name"]: "secret" for e in container["env"] if "valueFrom" in e}}
+
+
+@pytest.mark.parametrize(
+    ("cluster_file", "env", "macros", "replicas"),
+    [
+        ("compose-cluster.xml", _compose_env(), {"shard": "01", "replica": "clickhouse"}, [(1, 1, "clickhouse")]),
+        (
+            "k8s-cluster.xml",
+            _k8s_env(2),
+            {"shard": "02", "replica": "clickhouse-2"},
+            [(s, r, f"clickhouse-{2 * (s - 1) + r - 1}.clickhouse-nodes") for s in (1, 2) for r in (1, 2)],
+        ),
+    ],
+    ids=["compose", "k8s"],
+)
+def test_clickhouse_loads_the_config_with_its_macros_and_cluster(
+    cluster_file: str, env: dict[str, str], macros: dict[str, str], replicas: list[tuple[int, int, str]], tmp_path: Path
+) -> None:
+    """config.xml and the cluster file as config.d of ClickHouse's engine (chDB, which starts no
+    Keeper and opens no port), with the environment each deployment gives the server."""
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "config.xml").write_text("<clickhouse></clickhouse>\n")
+    shutil.copy(DEPLOY / "clickhouse" / "config.xml", tmp_path / "config.d" / "ordertrail.xml")
+    shutil.copy(DEPLOY / "clickhouse" / cluster_file, tmp_path / "config.d" / "cluster.xml")
+    script = (
+        "import chdb, json, sys; c = chdb.connect(sys.argv[1]); "
+        "q = lambda s: [json.loads(r) for r in c.query(s, 'JSONEachRow').bytes().splitlines()]; "
+        "print(json.dumps([q('SELECT macro, substitution FROM system.macros'), "
+        "q('SELECT shard_num, replica_num, host_name, port FROM system.clusters WHERE cluster = \\'ordertrail\\' "
+        "ORDER BY shard_num, replica_num'), q('SELECT value FROM system.merge_tree_settings "
+        "WHERE name = \\'parts_to_delay_insert\\'')])); c.close()"
+    )
+    dsn = f"{tmp_path / 'db'}?config-file={tmp_path / 'config.xml'}"
+    out = subprocess.run(
+        [sys.executable, "-c", script, dsn], env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    found_macros, clusters, delay = json.loads(out.stdout.splitlines()[-1])
+    assert {m["macro"]: m["substitution"] for m in found_macros} == {"cluster": "ordertrail", **macros}
+    assert [(c["shard_num"], c["replica_num"], c["host_name"]) for c in clusters] == replicas
+    assert {c["port"] for c in clusters} == {9000}
+    assert delay == [{"value": "300"}]  # config.d was read
