@@ -164,3 +164,41 @@ def test_clickhouse_loads_the_config_with_its_macros_and_cluster(
     assert [(c["shard_num"], c["replica_num"], c["host_name"]) for c in clusters] == replicas
     assert {c["port"] for c in clusters} == {9000}
     assert delay == [{"value": "300"}]  # config.d was read
+
+
+def test_clickhouse_loads_the_users_and_their_profiles(tmp_path: Path) -> None:
+    """users.xml as users.d of ClickHouse's engine (chDB): the pipeline's user with its profile,
+    and `default` read-only for Grafana."""
+    (tmp_path / "users.d").mkdir()
+    (tmp_path / "config.xml").write_text(
+        f"<clickhouse><users_config>{tmp_path / 'users.xml'}</users_config></clickhouse>"
+    )
+    (tmp_path / "users.xml").write_text(  # the server's own users.xml, as the image ships it
+        "<clickhouse><profiles><default/></profiles><quotas><default/></quotas><users><default><password/>"
+        "<profile>default</profile><quota>default</quota><access_management>1</access_management></default>"
+        "</users></clickhouse>"
+    )
+    shutil.copy(DEPLOY / "clickhouse" / "users.xml", tmp_path / "users.d" / "ordertrail.xml")
+    script = (
+        "import chdb, json, sys; c = chdb.connect(sys.argv[1]); "
+        "q = lambda s: [json.loads(r) for r in c.query(s, 'JSONEachRow').bytes().splitlines()]; "
+        "print(json.dumps([q('SELECT name, auth_type FROM system.users ORDER BY name'), "
+        "q('SELECT profile_name, user_name, setting_name, value, inherit_profile "
+        "FROM system.settings_profile_elements'), q(\"SELECT getSetting('readonly') AS readonly\")])); c.close()"
+    )
+    dsn = f"{tmp_path / 'db'}?config-file={tmp_path / 'config.xml'}"
+    env = {"PATH": "/usr/bin:/bin", "ORDERTRAIL_CLICKHOUSE_PASSWORD": "pw"}
+    out = subprocess.run([sys.executable, "-c", script, dsn], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    users, elements, readonly = json.loads(out.stdout.splitlines()[-1])
+    assert users == [
+        {"name": "default", "auth_type": ["plaintext_password"]},
+        {"name": "ordertrail", "auth_type": ["plaintext_password"]},
+    ]
+    profile_of = {e["user_name"]: e["inherit_profile"] for e in elements if e["user_name"]}
+    assert profile_of == {"default": "dashboards", "ordertrail": "ordertrail"}
+    settings = {(e["profile_name"], e["setting_name"]): e["value"] for e in elements if e["profile_name"]}
+    assert settings[("ordertrail", "distributed_product_mode")] == "local"
+    assert settings[("ordertrail", "distributed_foreground_insert")] == "1"
+    assert settings[("dashboards", "readonly")] == "2"
+    assert readonly == [{"readonly": 2}]  # the engine's own session runs as `default`: read-only
