@@ -3,7 +3,10 @@ runs, and matches the single-node tables column for column, is in test_clickhous
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,25 @@ def test_a_statement_without_a_cluster_form_is_refused() -> None:
     message = "migration 0003_alter: no cluster form for the statement 'ALTER TABLE db.hops"
     with pytest.raises(ClusterSchemaError, match=re.escape(message)):
         cluster_schema("db", "c", [(3, "alter", "ALTER TABLE {database}.hops ADD COLUMN x String;\n")])
+
+
+@pytest.mark.integration
+def test_every_statement_of_the_deploy_schema_parses_in_clickhouse() -> None:
+    """As written, ON CLUSTER and Replicated engines included: ClickHouse's parser (chDB's
+    formatQuery, in its own process) reads each statement; running them needs Keeper, which
+    test_clickhouse_http.py replaces with plain engines on a one-shard cluster."""
+    script = (
+        "import chdb, json, re, sys; c = chdb.connect(':memory:'); out = []\n"
+        "for st in re.split(r';[ \\t]*(?:\\n|$)', open(sys.argv[1]).read()):\n"
+        "    sql = '\\n'.join(l for l in st.splitlines() if not l.lstrip().startswith('--')).strip()\n"
+        "    if sql:\n"
+        "        lit = sql.replace('\\\\', '\\\\\\\\').replace(\"'\", \"\\\\'\")\n"
+        "        out.append(c.query(f\"SELECT formatQuery('{lit}')\", 'TSV').bytes().decode())\n"
+        "c.close(); print(json.dumps(out))"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(SCHEMA_FILE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    formatted = json.loads(done.stdout.splitlines()[-1])
+    creates = [f for f in formatted if f.startswith("CREATE")]
+    assert len(formatted) == SCHEMA_FILE.read_text().count(";\n") and len(creates) == len(formatted) - 1
+    assert all("ON CLUSTER `{cluster}`" in f or "ON CLUSTER '{cluster}'" in f for f in creates), creates[0]
