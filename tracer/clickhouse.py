@@ -1,13 +1,15 @@
 """The store: hop events, order state and findings in ClickHouse, through clickhouse-connect.
 
 ``Store.open(url)`` takes ``chdb:///ABS/DIR`` (embedded chDB, the default; the directory is
-created) or ``http(s)://[user:password@]host:port[/database]`` (a ClickHouse server or cluster; the path
-names the database, else ``database``; credentials from the URL, else ``ORDERTRAIL_CLICKHOUSE_USER``
-/ ``ORDERTRAIL_CLICKHOUSE_PASSWORD``, else ``CLICKHOUSE_USER`` / ``CLICKHOUSE_PASSWORD`` (the names
-the official server image takes) of the ``environ`` mapping given to ``open``, read once there; a
-password never appears in a message). Both go through the same client code. ``open`` creates the
-database and applies the pending migrations of ``tracer/migrations`` (``NNNN_name.sql``, recorded
-in ``schema_migrations``), then sets the TTL of every table to ``ttl_days`` (``None``: no TTL).
+created) or ``http(s)://[user:password@]host:port[/database]`` (a ClickHouse server or cluster;
+the path names the database, else ``database``). Credentials: from the URL, else
+``ORDERTRAIL_CLICKHOUSE_USER`` / ``ORDERTRAIL_CLICKHOUSE_PASSWORD`` when either is set, else
+``CLICKHOUSE_USER`` / ``CLICKHOUSE_PASSWORD`` (the names the ClickHouse image takes), from the
+``environ`` mapping given to ``open`` and read once there; a password never appears in a message.
+Both go through the same client code. ``open`` creates the database and applies the pending
+migrations of ``tracer/migrations`` (``NNNN_name.sql``, recorded in ``schema_migrations``), then
+sets the TTL of every table to ``ttl_days`` (``None``: no TTL). A database of Distributed tables (a
+cluster: ``tracer.clusterschema``) is migrated ON CLUSTER, never by ``open``, which refuses.
 
 Tables (see the migrations): ``hops`` (events by order id, typed), ``otel_traces`` (the
 OpenTelemetry Collector ClickHouse exporter's layout, filled from ``hops`` by a materialized view
@@ -65,8 +67,9 @@ if TYPE_CHECKING:
 
 ENV_USER: Final = "ORDERTRAIL_CLICKHOUSE_USER"
 ENV_PASSWORD: Final = "ORDERTRAIL_CLICKHOUSE_PASSWORD"
-# Read after ours: the ClickHouse image creates its user from these, so one env file serves both.
-ENV_FALLBACK: Final = {ENV_USER: "CLICKHOUSE_USER", ENV_PASSWORD: "CLICKHOUSE_PASSWORD"}
+# Read when neither of ours is set: the ClickHouse image creates its user from these.
+ENV_IMAGE_USER: Final = "CLICKHOUSE_USER"
+ENV_IMAGE_PASSWORD: Final = "CLICKHOUSE_PASSWORD"
 URL_HELP: Final = (
     "chdb:///ABSOLUTE/DIR (embedded) or http(s)://[USER:PASSWORD@]HOST:PORT[/DATABASE] (ClickHouse server)"
 )
@@ -601,8 +604,9 @@ def _connect_http(url: str, environ: Mapping[str, str], timeout_s: float) -> tup
         port = parts.port or (8443 if secure else 8123)
     except ValueError:
         raise StoreError(f"store URL {where!r}: the port is not a number from 1 to 65535") from None
-    username = unquote(parts.username) if parts.username else _env(environ, ENV_USER) or "default"
-    password = unquote(parts.password) if parts.password else _env(environ, ENV_PASSWORD)
+    env_user, env_password = _env_credentials(environ)
+    username = unquote(parts.username) if parts.username else env_user
+    password = unquote(parts.password) if parts.password else env_password
     import clickhouse_connect
 
     try:
@@ -622,7 +626,7 @@ def _connect_http(url: str, environ: Mapping[str, str], timeout_s: float) -> tup
             raise StoreError(
                 f"store {where}: the ClickHouse server refused user {username!r}: the password is wrong or the "
                 f"user does not exist; set them in the URL, {ENV_USER}/{ENV_PASSWORD} or "
-                f"{ENV_FALLBACK[ENV_USER]}/{ENV_FALLBACK[ENV_PASSWORD]}"
+                f"{ENV_IMAGE_USER}/{ENV_IMAGE_PASSWORD}"
             ) from None
         raise StoreError(
             f"store {where}: cannot reach the ClickHouse server ({text}); is it running, and are "
@@ -631,8 +635,11 @@ def _connect_http(url: str, environ: Mapping[str, str], timeout_s: float) -> tup
     return client, where
 
 
-def _env(environ: Mapping[str, str], name: str) -> str:
-    return environ.get(name) or environ.get(ENV_FALLBACK[name], "")
+def _env_credentials(environ: Mapping[str, str]) -> tuple[str, str]:
+    """(user, password): ours when either is set, else the ClickHouse image's; never one of each."""
+    ours = ENV_USER in environ or ENV_PASSWORD in environ
+    user, password = (ENV_USER, ENV_PASSWORD) if ours else (ENV_IMAGE_USER, ENV_IMAGE_PASSWORD)
+    return environ.get(user) or "default", environ.get(password, "")
 
 
 def _url_database(url: str) -> str:

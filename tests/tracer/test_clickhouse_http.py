@@ -215,3 +215,9 @@ def test_a_refused_password_is_named_as_such_and_never_shown(server: str) -> Non
     assert "wrong-pw-123" not in str(caught.value)
     with pytest.raises(StoreError, match="refused user 'default'"):
         Store.open(f"{server}/refused", environ={"CLICKHOUSE_PASSWORD": "wrong-pw-456"})
+
+
+def test_credentials_are_never_one_from_each_pair(server: str) -> None:
+    environ = {"ORDERTRAIL_CLICKHOUSE_USER": USER, "CLICKHOUSE_PASSWORD": PASSWORD}
+    with pytest.raises(StoreError, match=f"refused user '{USER}'"):  # our user, with our (empty) password
+        Store.open(f"{server}/mixed", environ=environ)
