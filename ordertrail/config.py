@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from collectors.spanmap import SpanMapping
 from tracer.times import parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:4320"
@@ -36,6 +37,7 @@ class RunConfig:
     in_flight_ms: int = 250
     warmup_ms: int = 5_000
     public_url: str = ""  # how people reach the lookup page, for links in alerts
+    spans: SpanMapping = field(default_factory=SpanMapping)  # the span attributes /v1/traces maps to hop event fields
 
     @property
     def store(self) -> str:
@@ -67,6 +69,15 @@ class RunConfig:
             raise ConfigError(f"--store: {store!r} must be chdb:///dir, http://host:port or https://host:port")
         retention_ms = _duration("--retention", pick("retention", "ORDERTRAIL_RETENTION", "7d"))
         warmup_ms = _duration("--warmup", pick("warmup", "ORDERTRAIL_WARMUP", "5s"), allow_zero=True)
+        d = SpanMapping()
+        spans = SpanMapping(
+            order=pick("order_attribute", "ORDERTRAIL_ORDER_ATTRIBUTE", d.order),
+            hop=pick("hop_attribute", "ORDERTRAIL_HOP_ATTRIBUTE", d.hop),
+            customer=pick("customer_attribute", "ORDERTRAIL_CUSTOMER_ATTRIBUTE", d.customer),
+            journey=pick("journey_attribute", "ORDERTRAIL_JOURNEY_ATTRIBUTE", d.journey),
+        )
+        for setting, problem in spans.problems().items():
+            raise ConfigError(f"--{setting}-attribute: {problem}")
         return cls(
             journeys=Path(journeys),
             host=host,
@@ -79,6 +90,7 @@ class RunConfig:
             retention_ms=retention_ms,
             warmup_ms=warmup_ms,
             public_url=pick("public_url", "ORDERTRAIL_PUBLIC_URL"),
+            spans=spans,
         )
 
 
@@ -114,3 +126,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "during a restart catch up (default 5s); env ORDERTRAIL_WARMUP",
     )
     parser.add_argument("--public-url", dest="public_url", help="the lookup's URL as people reach it (for links)")
+    d = SpanMapping()
+    for name, what in (
+        ("order", "the order id (a span carrying it becomes a hop event)"),
+        ("hop", "the hop name (else the span name)"),
+        ("customer", "the customer id"),
+        ("journey", "the journey name"),
+    ):
+        parser.add_argument(
+            f"--{name}-attribute",
+            dest=f"{name}_attribute",
+            help=f"OTLP /v1/traces: the span attribute with {what} (default {getattr(d, name)}); "
+            f"env ORDERTRAIL_{name.upper()}_ATTRIBUTE",
+        )

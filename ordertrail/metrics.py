@@ -34,6 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from collectors.otlp import OtlpStats
 from tracer.engine import OrderSnapshot, Tracer
 from tracer.journeys import Journeys
 from tracer.model import FINDING_KINDS, STATUS_ERROR, STATUS_OK, Finding, HopEvent
@@ -293,6 +294,32 @@ class PipelineCollector(Collector):
                 sum_value=edge.sum_ms / 1000,
             )
         return transit
+
+
+class OtlpCollector(Collector):
+    """The ``/v1/traces`` route: spans by what became of them, refused requests by HTTP status."""
+
+    def __init__(self, stats: OtlpStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        yield CounterMetricFamily("ordertrail_otlp_requests", "OTLP trace export requests received", value=s.requests)
+        spans = CounterMetricFamily(
+            "ordertrail_otlp_spans",
+            "OTLP spans received: hop (carried the order attribute), ignored (did not), rejected (unusable)",
+            labels=["result"],
+        )
+        spans.add_metric(["hop"], s.hops)
+        spans.add_metric(["ignored"], s.ignored)
+        spans.add_metric(["rejected"], s.rejected)
+        yield spans
+        refused = CounterMetricFamily(
+            "ordertrail_otlp_refused_requests", "OTLP export requests answered with an error", labels=["code"]
+        )
+        for code, n in sorted(s.refused.items()):
+            refused.add_metric([str(code)], n)
+        yield refused
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -18,8 +18,9 @@ from typing import Any
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from collectors.otlp import OtlpStats
 from ordertrail.config import RunConfig
-from ordertrail.metrics import IngestStats, MeteredSink, MetricLabels, PipelineCollector, render
+from ordertrail.metrics import IngestStats, MeteredSink, MetricLabels, OtlpCollector, PipelineCollector, render
 from ordertrail.page import render_page
 from tracer.bus import HOPS_TOPIC, Message, Producer
 from tracer.clickhouse import Store
@@ -63,6 +64,8 @@ class Pipeline:
         )
         self.ingest_stats = IngestStats()
         self.registry.register(PipelineCollector(self.processor, self.ingest_stats, labels=labels, hops=sink.hops))
+        self.otlp_stats = OtlpStats()  # the /v1/traces route counts into it
+        self.registry.register(OtlpCollector(self.otlp_stats))
         self._waiting_cache: dict[tuple[str, str], tuple[int, tuple[int, int | None]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -110,7 +110,13 @@ def running(
             listeners=listeners,
         )
         pipeline.start()
-        app = create_app(pipeline, max_body_bytes=config.max_body_bytes, on_rejected=pipeline.count_rejected)
+        app = create_app(
+            pipeline,
+            max_body_bytes=config.max_body_bytes,
+            on_rejected=pipeline.count_rejected,
+            spans=config.spans,
+            otlp_stats=pipeline.otlp_stats,
+        )
         server = _Server(
             uvicorn.Config(
                 app,

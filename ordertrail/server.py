@@ -1,6 +1,7 @@
 """The HTTP API of ``ordertrail run`` (CONTRACT §5), as a Starlette app.
 
-Routes: ``POST /v1/events`` (JSON array or NDJSON, gzip allowed), ``GET /v1/orders/{id}``,
+Routes: ``POST /v1/events`` (JSON array or NDJSON, gzip allowed), ``POST /v1/traces`` (OTLP/HTTP,
+decoded by ``collectors.otlp``), ``GET /v1/orders/{id}``,
 ``GET /v1/orders?customer_id=|trace_id=``, ``GET /v1/findings``, ``GET /v1/incidents``,
 ``GET /metrics``, ``/healthz``, ``/readyz``, ``/openapi.json`` and the lookup page at ``/``.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 from starlette.applications import Starlette
@@ -23,11 +24,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from collectors import otlp
+from collectors.otlp import encoding_of
+from collectors.spanmap import SpanMapping
 from tracer.errors import BodyError, TracerError
 from tracer.events import decode_batch
 from tracer.model import FINDING_KINDS, HopEvent
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_INFLIGHT = 16  # OTLP export requests waiting for the bus at once; more get 429
 _JSON = msgspec.json.Encoder()
 
 
@@ -55,31 +60,26 @@ def _error(status: int, message: str, **extra: Any) -> Response:
 
 
 def create_app(
-    api: Api, *, max_body_bytes: int = MAX_BODY_BYTES, on_rejected: Callable[[int], None] | None = None
+    api: Api,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    on_rejected: Callable[[int], None] | None = None,
+    spans: SpanMapping | None = None,
+    otlp_stats: otlp.OtlpStats | None = None,
+    max_inflight: int = MAX_INFLIGHT,
 ) -> Starlette:
     """The ASGI app over ``api``; ``on_rejected`` hears how many events of a request were
-    rejected (for the metrics)."""
+    rejected (for the metrics). ``spans`` names the span attributes ``/v1/traces`` maps (default:
+    ``app.order.id`` and friends); ``otlp_stats`` receives its counters; past ``max_inflight``
+    export requests waiting for the bus, further ones are answered 429 with Retry-After."""
+    spans = spans or SpanMapping()
+    otlp_stats = otlp_stats if otlp_stats is not None else otlp.OtlpStats()
 
     async def post_events(request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            return _error(413, f"the body is {declared} bytes; at most {max_body_bytes} are accepted per request")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                return _error(413, f"the body exceeds {max_body_bytes} bytes; send smaller batches")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        encoding = request.headers.get("content-encoding", "identity").lower()
-        if encoding == "gzip":
-            try:
-                body = _gunzip(body, max_body_bytes)
-            except ValueError as exc:
-                return _error(413 if "exceeds" in str(exc) else 400, str(exc))
-        elif encoding not in ("identity", ""):
-            return _error(415, f"content-encoding {encoding!r} is not supported; use gzip or none")
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except _Refused as exc:
+            return _error(exc.status, exc.message)
         if not body.strip():
             return _error(400, "the body is empty; send a JSON array or NDJSON of hop events")
         try:
@@ -95,6 +95,38 @@ def create_app(
             on_rejected(len(batch.rejected))
         rejected = [{"index": i, "error": e} for i, e in batch.rejected]
         return _Json({"accepted": len(batch.events), "rejected": rejected}, status_code=202)
+
+    in_flight = 0
+
+    async def post_traces(request: Request) -> Response:
+        nonlocal in_flight
+        encoding = encoding_of(request.headers.get("content-type"))
+        stats = otlp_stats
+        stats.requests += 1
+        if encoding is None:
+            given = request.headers.get("content-type", "none")
+            message = f"content-type {given!r} is not supported; send {otlp.PROTOBUF} or {otlp.JSON}"
+            return _otlp_error("json", 415, message, stats)
+        if in_flight >= max_inflight:
+            return _otlp_error(encoding, 429, f"{in_flight} export requests are in progress; retry shortly", stats)
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except _Refused as exc:
+            return _otlp_error(encoding, exc.status, exc.message, stats)
+        try:
+            batch = otlp.decode_traces(body, encoding, spans)
+        except otlp.OtlpError as exc:
+            return _otlp_error(encoding, 400, str(exc), stats)
+        if batch.events:
+            in_flight += 1
+            try:
+                await run_in_threadpool(api.ingest, batch.events)
+            except TracerError as exc:
+                return _otlp_error(encoding, 503, f"the spans could not be stored durably: {exc}; retry later", stats)
+            finally:
+                in_flight -= 1
+        stats.add(batch)
+        return Response(otlp.export_response(encoding, batch), media_type=_MEDIA[encoding])
 
     async def get_order(request: Request) -> Response:
         order_id = request.path_params["order_id"]
@@ -154,6 +186,7 @@ def create_app(
 
     routes = [
         Route("/v1/events", post_events, methods=["POST"]),
+        Route("/v1/traces", post_traces, methods=["POST"]),
         Route("/v1/orders/{order_id:path}", get_order, methods=["GET"]),
         Route("/v1/orders", search_orders, methods=["GET"]),
         Route("/v1/findings", get_findings, methods=["GET"]),
@@ -165,6 +198,49 @@ def create_app(
         Route("/", page, methods=["GET"]),
     ]
     return Starlette(routes=routes)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, gunzipped when Content-Encoding says gzip. Raises _Refused: 413 past ``limit``
+    bytes (sent or decompressed), 400 for a broken gzip body, 415 for another encoding."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _Refused(413, f"the body is {declared} bytes; at most {limit} are accepted per request")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Refused(413, f"the body exceeds {limit} bytes; send smaller batches")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding == "gzip":
+        try:
+            return _gunzip(body, limit)
+        except ValueError as exc:
+            raise _Refused(413 if "exceeds" in str(exc) else 400, str(exc)) from None
+    if encoding not in ("identity", ""):
+        raise _Refused(415, f"content-encoding {encoding!r} is not supported; use gzip or none")
+    return body
+
+
+_MEDIA: Final = {"protobuf": otlp.PROTOBUF, "json": otlp.JSON}
+RETRY_AFTER_S: Final = 1
+
+
+def _otlp_error(encoding: otlp.Encoding, status: int, message: str, stats: otlp.OtlpStats) -> Response:
+    """An OTLP error answer: a google.rpc.Status in the request's encoding; Retry-After on 429/503."""
+    stats.refused[status] = stats.refused.get(status, 0) + 1
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
+    return Response(otlp.status_body(encoding, status, message), status, headers, media_type=_MEDIA[encoding])
 
 
 def _limit(request: Request, default: int) -> int | Response:
@@ -302,6 +378,47 @@ OPENAPI: dict[str, Any] = {
                     "400": {"description": "The body is not JSON at all"},
                     "413": {"description": "The body is too large"},
                     "503": {"description": "The events could not be stored durably; retry"},
+                },
+            }
+        },
+        "/v1/traces": {
+            "post": {
+                "summary": "OTLP/HTTP trace export: spans carrying app.order.id become hop events",
+                "description": "An ExportTraceServiceRequest in binary protobuf or OTLP/JSON, gzip allowed. A span "
+                "carrying the order attribute becomes a hop event: hop from app.order.hop, else the span name made "
+                "into a hop name; ts from the start time; status error when the span's status is ERROR; service "
+                "from the resource's service.name; ids from the span; the event id derives from (trace id, span id), "
+                "so re-sent spans are dropped as duplicates. Other spans are counted and ignored. The attribute "
+                "names are configurable (ordertrail run --order-attribute etc.).",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                        "application/json": {"schema": {"type": "object", "description": "OTLP/JSON"}},
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "ExportTraceServiceResponse in the request's encoding; partial_success "
+                        "counts the spans with an order id that could not be used, with the first reasons",
+                        "content": {
+                            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                            "application/json": {
+                                "schema": _schema(
+                                    {
+                                        "partialSuccess": _schema(
+                                            {"rejectedSpans": {"type": ["string", "integer"]}, "errorMessage": _STR}
+                                        )
+                                    }
+                                )
+                            },
+                        },
+                    },
+                    "400": {"description": "Malformed body (google.rpc.Status); do not retry"},
+                    "413": {"description": "The body is too large (google.rpc.Status)"},
+                    "415": {"description": "Neither application/x-protobuf nor application/json"},
+                    "429": {"description": "Too many exports in progress; retry after Retry-After seconds"},
+                    "503": {"description": "The spans could not be stored durably; retry after Retry-After seconds"},
                 },
             }
         },
