@@ -51,9 +51,7 @@ def protobuf_body(spans: Sequence[ReadableSpan]) -> bytes:
 def json_body(spans: Sequence[ReadableSpan], *, upper: bool = False, snake: bool = False) -> bytes:
     """OTLP/JSON: json_format writes bytes as base64 and keeps int64 as strings; the OTLP/JSON
     rules want ids in hex and enums as integers, which this does."""
-    doc = json_format.MessageToDict(
-        encode_spans(spans), use_integers_for_enums=True, preserving_proto_field_name=snake
-    )
+    doc = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True, preserving_proto_field_name=snake)
     _hex_ids(doc, upper)
     return json.dumps(doc).encode()
 

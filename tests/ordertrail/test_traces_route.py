@@ -12,7 +12,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from starlette.testclient import TestClient
 
 from collectors.otlp import OtlpStats
-from collectors.spanmap import SpanMapping
 from ordertrail.server import OPENAPI, create_app
 from tests.collectors.otlp_bodies import json_body, protobuf_body, record_spans
 from tests.ordertrail.test_server import FakeApi
