@@ -10,7 +10,13 @@ The names below are the public API of the Python SDK; modules are internals::
     requests.post(url, headers=collectors.inject({}))       # trace context and order id downstream
     with collectors.activated(collectors.extract(request.headers)):
         collectors.track(None, "fulfilment.shipped")         # order id from baggage
+    provider.add_span_processor(collectors.OrdertrailSpanProcessor())   # OTel spans with app.order.id
+
+``OrdertrailSpanProcessor`` needs the OpenTelemetry SDK and is imported on first use, so
+``import collectors`` works with the OpenTelemetry API alone.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from collectors.propagation import (
     TraceParent,
@@ -44,11 +50,24 @@ from collectors.sdk import (
     track,
 )
 
+if TYPE_CHECKING:
+    from collectors.otel_sdk import OrdertrailSpanProcessor
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OrdertrailSpanProcessor":
+        from collectors.otel_sdk import OrdertrailSpanProcessor
+
+        return OrdertrailSpanProcessor
+    raise AttributeError(f"module 'collectors' has no attribute {name!r}")
+
+
 __all__ = [
     "Client",
     "HopScope",
     "HttpTransport",
     "MemoryTransport",
+    "OrdertrailSpanProcessor",
     "RetryPolicy",
     "SdkConfig",
     "SdkConfigError",

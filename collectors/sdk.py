@@ -74,11 +74,13 @@ from opentelemetry.trace import (
 )
 
 from collectors.propagation import ORDER_ID_KEY, order_context, order_id_from
+from collectors.spanmap import span_event_id
 from tracer.errors import BodyError
 from tracer.events import decode_batch
 from tracer.model import (
     ATTRS,
     CUSTOMER_ID,
+    EVENT_ID,
     HOP,
     JOURNEY,
     ORDER_ID,
@@ -730,7 +732,8 @@ class Client:
 
     def _wire(self, record: _Record | dict[str, Any]) -> dict[str, object]:
         """The CONTRACT §1 object of a record. Raises ValueError when it has no usable order id or
-        hop. The event id is left to the server, which derives it from (order_id, hop, ts)."""
+        hop. The event id is left to the server, which derives it from (order_id, hop, ts), except
+        for a hop with a span of its own: derived from (trace id, span id) as ``/v1/traces`` does."""
         if isinstance(record, dict):
             if self.config.service and SERVICE not in record:
                 record[SERVICE] = self.config.service
@@ -742,8 +745,9 @@ class Client:
             raise ValueError(f"order_id: {given}, hop: {hop!r}; both must be strings")
         wire = {ORDER_ID: order_id, HOP: hop, TS: _ts(ts)}
         wire[TRACE_ID] = f"{trace_id:032x}" if trace_id else derive_trace_id(order_id)
-        if span_id:
-            wire[SPAN_ID] = f"{span_id:016x}"
+        if span_id:  # hop(): its own span, so the same event as that span exported over OTLP
+            wire[SPAN_ID] = span_hex = f"{span_id:016x}"
+            wire[EVENT_ID] = span_event_id(str(wire[TRACE_ID]), span_hex)
         if parent:
             wire[PARENT_SPAN_ID] = f"{parent:016x}"
         if self.config.service:
