@@ -126,7 +126,7 @@ def test_http_then_kafka_keeps_one_trace_and_the_order_id(server: Server, broker
     payments_tracer = payments_otel.get_tracer("payments")
 
     class Payments(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"] or 0))
             with activated(extract(self.headers)), payments.hop(None, "payment.authorized"):
                 order_id = order_id_from()  # from baggage: payments was not told
