@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, engine, live, metrics, store
+from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, engine, live, metrics, otlp, store
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,7 @@ BENCHES: list[Bench] = [
     Bench("sdk", 3, "SDK `track()` on the caller's thread", live.sdk),
     Bench("lookup-api", 3, "Lookup API at ≥ 1M orders", live.lookup_api),
     Bench("metrics", 5, "A `/metrics` scrape at many open orders", metrics.scrape),
+    Bench("otlp", 6, "OTLP/HTTP ingest of protobuf spans (`POST /v1/traces`)", otlp.otlp),
 ]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 WORK = ROOT / "bench" / ".work"

@@ -16,8 +16,13 @@ strings or numbers; lowerCamelCase or snake_case keys; unknown fields ignored.
 (``ExportTraceServiceResponse`` with ``partial_success``; ``google.rpc.Status`` for errors) in the
 request's encoding. The HTTP route itself is in ``ordertrail.server``.
 
-Imports opentelemetry-proto's generated classes (protobuf with its upb backend), msgspec, the
-tracer's model and event validation, and ``collectors.spanmap``.
+Protobuf goes through opentelemetry-proto's generated classes on protobuf's upb backend: parsing
+is C, and walking a span's fields from Python costs ~1 µs per attribute. A hand-rolled wire-format
+reader in Python (skipping spans whose bytes lack the order key) was measured at half that speed
+on the benchmark's requests (9 µs vs 18 µs per span with nine attributes), so it was not kept.
+
+Imports opentelemetry-proto's generated classes, msgspec, the tracer's model and event
+validation, and ``collectors.spanmap``.
 """
 
 from __future__ import annotations
@@ -164,7 +169,11 @@ def _from_protobuf(body: bytes, mapping: SpanMapping) -> SpanBatch:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 n += 1
-                attributes = {kv.key: kv.value for kv in span.attributes}
+                attributes: dict[str, object] = {}
+                for kv in span.attributes:
+                    value = kv.value
+                    kind = value.WhichOneof("value")
+                    attributes[kv.key] = getattr(value, kind) if kind in _SCALARS else _any(value)
                 if order_key not in attributes:
                     batch.ignored += 1
                     continue
@@ -173,7 +182,7 @@ def _from_protobuf(body: bytes, mapping: SpanMapping) -> SpanBatch:
                 try:
                     wire = span_event(
                         mapping,
-                        {key: _any(value) for key, value in attributes.items()},
+                        attributes,
                         name=span.name,
                         trace_id=trace_id,
                         span_id=span_id,
@@ -191,18 +200,13 @@ def _from_protobuf(body: bytes, mapping: SpanMapping) -> SpanBatch:
     return batch
 
 
+_SCALARS: Final = frozenset({"string_value", "int_value", "bool_value", "double_value", "bytes_value"})
+
+
 def _any(value: AnyValue) -> object:
     kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "double_value":
-        return value.double_value
-    if kind == "bytes_value":
-        return value.bytes_value
+    if kind in _SCALARS:
+        return getattr(value, kind)
     if kind == "array_value":
         return [_any(v) for v in value.array_value.values]
     if kind == "kvlist_value":

@@ -150,9 +150,10 @@ def span_event(
     for key, value in attributes.items():
         if key in mapped or not 0 < len(key) <= MAX_KEY:
             continue
+        text = value if type(value) is str else attr_text(value)
+        attrs[key] = text if len(text) <= MAX_VALUE else text[:MAX_VALUE]
         if len(attrs) == MAX_ATTRS:
             break
-        attrs[key] = attr_text(value)[:MAX_VALUE]
     if attrs:
         wire[ATTRS] = attrs
     return wire
