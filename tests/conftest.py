@@ -22,3 +22,14 @@ def server(tmp_path: Path) -> Iterator[Server]:
     s.start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same, shared by the tests of one module (each test keeps to its own order ids)."""
+    from tests.ordertrail.test_run_e2e import Server
+
+    s = Server(tmp_path_factory.mktemp("server"))
+    s.start()
+    yield s
+    s.stop()

@@ -88,14 +88,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(Path(tmp_path_factory.mktemp("chain")))
-    s.start()
-    yield s
-    s.stop()
-
-
 class RecordingTransport(HttpTransport):
     """The real HTTP transport, keeping what it sent so the test can check every event."""
 

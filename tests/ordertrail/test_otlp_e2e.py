@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -25,12 +23,10 @@ from tests.ordertrail.test_run_e2e import Server
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(Path(tmp_path_factory.mktemp("otlp")))
-    s.start()
-    yield s
-    s.stop()
+@pytest.fixture
+def server(module_server: Server) -> Server:
+    """One ``ordertrail run`` for the whole module (tests/conftest.py)."""
+    return module_server
 
 
 def shop_spans(order_id: str, *, fail_payment: bool = False) -> tuple[ReadableSpan, ...]:
