@@ -114,19 +114,23 @@ def ingest(ctx: Context) -> Section:
         "core would take if nothing else ran on it (the machine is shared; fsync waits cost no CPU)."
     )
     for name, label in (("reference", "reference"), ("ingest", "ingest path alone"), ("run", "ordertrail run")):
-        r = runs[name]
-        section.notes.append(
-            f"{label}: {r['accepted']:,} events"
-            + (f" (every body {r['rounds']} times)" if r["rounds"] > 1 else "")
-            + f" in {r['seconds']:.2f} s, server CPU {r['server_cpu_s'] / r['seconds']:.0%} of one core, "
-            f"client CPU {r['client_cpu_s'] / r['seconds']:.0%}; POST latency p50 {r['request']['p50']:.1f} ms, "
-            f"p99 {r['request']['p99']:.1f} ms."
-        )
+        section.notes.append(run_note(label, runs[name], "events", "body", "POST"))
     section.notes.append(
         f"Best of {ctx.scale.repeats} run(s) of the reference and of the ingest path alone, alternating, one of "
         "ordertrail run (it also gives e2e, the longest run); each server fresh, with a new data directory."
     )
     return section
+
+
+def run_note(label: str, r: dict[str, Any], unit: str, body: str, request: str) -> str:
+    """One note on a ``post_all`` run: how many, how long, the CPU of both sides, request latency."""
+    return (
+        f"{label}: {r['accepted']:,} {unit}"
+        + (f" (every {body} {r['rounds']} times)" if r["rounds"] > 1 else "")
+        + f" in {r['seconds']:.2f} s, server CPU {r['server_cpu_s'] / r['seconds']:.0%} of one core, "
+        f"client CPU {r['client_cpu_s'] / r['seconds']:.0%}; {request} latency p50 {r['request']['p50']:.1f} ms, "
+        f"p99 {r['request']['p99']:.1f} ms."
+    )
 
 
 def e2e(ctx: Context) -> Section:
@@ -545,30 +549,42 @@ class _Conn:
         self._conn.close()
 
 
-def measure_post(
-    url: str, path: Path, threads: int, server_pid: int, rounds: int, wait_processed: bool
+def post_all(
+    url: str,
+    path: str,
+    bodies: list[bytes],
+    *,
+    threads: int,
+    server_pid: int,
+    content_type: str,
+    ok: int,
+    count: Callable[[int, bytes], tuple[int, int]],
 ) -> dict[str, Any]:
-    lines = read_lines(path)
-    bodies = [b"\n".join(lines[i : i + BATCH]) + b"\n" for i in range(0, len(lines), BATCH)] * rounds
+    """POST every body from ``threads`` keep-alive connections at once, timing each request and the
+    whole, with the client's and the server's CPU time. ``count(i, answer)`` gives (accepted,
+    rejected) for body ``i`` answered with status ``ok``; any other status is an error."""
     accepted = [0] * threads
     rejected = [0] * threads
     took: list[float] = []
     errors: list[str] = []
     barrier = threading.Barrier(threads + 1)
+    host, _, port = url.removeprefix("http://").partition(":")
 
     def worker(k: int) -> None:
-        conn = _Conn(url)
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
         barrier.wait()
-        for body in bodies[k::threads]:
+        for i in range(k, len(bodies), threads):
             t0 = time.perf_counter()
-            status, data = conn.request("POST", "/v1/events", body)
+            conn.request("POST", path, bodies[i], {"content-type": content_type})
+            r = conn.getresponse()
+            data = r.read()
             took.append((time.perf_counter() - t0) * 1000)
-            if status != 202:
-                errors.append(f"HTTP {status}: {data[:300]!r}")
+            if r.status != ok:
+                errors.append(f"HTTP {r.status}: {data[:300]!r}")
                 continue
-            reply = msgspec.json.decode(data)
-            accepted[k] += reply["accepted"]
-            rejected[k] += len(reply["rejected"])
+            good, bad = count(i, data)
+            accepted[k] += good
+            rejected[k] += bad
         conn.close()
 
     workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
@@ -580,20 +596,47 @@ def measure_post(
     for w in workers:
         w.join()
     seconds = time.perf_counter() - t0
-    client_cpu, server_cpu = _cpu_self() - cpu0, _cpu_of(server_pid) - server0
-    total = sum(accepted)
+    return {
+        "bytes": sum(len(b) for b in bodies),
+        "accepted": sum(accepted),
+        "rejected": sum(rejected),
+        "seconds": seconds,
+        "client_cpu_s": _cpu_self() - cpu0,
+        "server_cpu_s": _cpu_of(server_pid) - server0,
+        "request": latency(took),
+        "errors": errors[:10],
+        "started": t0,
+        "server_cpu_at_start": server0,
+    }
+
+
+def measure_post(
+    url: str, path: Path, threads: int, server_pid: int, rounds: int, wait_processed: bool
+) -> dict[str, Any]:
+    lines = read_lines(path)
+    bodies = [b"\n".join(lines[i : i + BATCH]) + b"\n" for i in range(0, len(lines), BATCH)] * rounds
+
+    def count(i: int, data: bytes) -> tuple[int, int]:
+        reply = msgspec.json.decode(data)
+        return reply["accepted"], len(reply["rejected"])
+
+    posted = post_all(
+        url,
+        "/v1/events",
+        bodies,
+        threads=threads,
+        server_pid=server_pid,
+        content_type="application/x-ndjson",
+        ok=202,
+        count=count,
+    )
+    t0, server0 = posted.pop("started"), posted.pop("server_cpu_at_start")
+    total, seconds, errors = posted["accepted"], posted["seconds"], posted["errors"]
     result: dict[str, Any] = {
         "events": len(lines) * rounds,
         "rounds": rounds,
-        "bytes": sum(len(b) for b in bodies),
-        "accepted": total,
-        "rejected": sum(rejected),
-        "seconds": seconds,
+        **posted,
         "events_per_s": total / seconds,
-        "client_cpu_s": client_cpu,
-        "server_cpu_s": server_cpu,
-        "request": latency(took),
-        "errors": errors[:10],
     }
     if wait_processed and not errors:
         conn = _Conn(url)

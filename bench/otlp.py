@@ -23,20 +23,17 @@ server is ``python -m bench.live serve``.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import random
 import shutil
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from bench import Context, Row, Section, Target, report, run_child
-from bench.live import _cpu_of, _cpu_self, _cpus, _flags, _run_argv, _server, _where
-from bench.store import _latency as latency
+from bench.live import _cpus, _flags, _run_argv, _server, _where, post_all, run_note
 
 TARGET: Final = Target("value", ">=", 20_000)
 SPANS_PER_REQUEST: Final = 512  # the OpenTelemetry SDK batch span processor's max_export_batch_size
@@ -106,14 +103,7 @@ def otlp(ctx: Context) -> Section:
         f"pinned to {_where(_cpus()[0])}. The OpenTelemetry Collector does ~12–15k spans/s per core."
     )
     for name, label in (("reference", "reference"), ("ingest", "ingest path alone"), ("run", "ordertrail run")):
-        r = best[name]
-        section.notes.append(
-            f"{label}: {r['spans']:,} spans"
-            + (f" (every request {r['rounds']} times)" if r["rounds"] > 1 else "")
-            + f" in {r['seconds']:.2f} s, server CPU {r['server_cpu_s'] / r['seconds']:.0%} of one core, client "
-            f"CPU {r['client_cpu_s'] / r['seconds']:.0%}; export latency p50 {r['request']['p50']:.1f} ms, "
-            f"p99 {r['request']['p99']:.1f} ms."
-        )
+        section.notes.append(run_note(label, best[name], "spans", "request", "export"))
     section.notes.append(
         f"Best of {ctx.scale.repeats} run(s) of the reference and of the ingest path alone, alternating, one of "
         "ordertrail run; each server fresh, with a new data directory."
@@ -238,56 +228,24 @@ def measure_post(url: str, path: Path, threads: int, server_pid: int, rounds: in
         ExportTraceServiceResponse,
     )
 
-    bodies = read_bodies(path)
-    per_body = [
+    bodies = read_bodies(path) * rounds
+    spans = [
         sum(len(ss.spans) for rs in ExportTraceServiceRequest.FromString(b).resource_spans for ss in rs.scope_spans)
         for b in bodies
     ]
-    work = list(zip(bodies, per_body, strict=True)) * rounds
-    sent = [0] * threads
-    rejected = [0] * threads
-    took: list[float] = []
-    errors: list[str] = []
-    barrier = threading.Barrier(threads + 1)
-    host, _, port = url.removeprefix("http://").partition(":")
 
-    def worker(k: int) -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=120)
-        barrier.wait()
-        for body, n in work[k::threads]:
-            t0 = time.perf_counter()
-            conn.request("POST", "/v1/traces", body, {"content-type": PROTOBUF})
-            r = conn.getresponse()
-            data = r.read()
-            took.append((time.perf_counter() - t0) * 1000)
-            if r.status != 200:
-                errors.append(f"HTTP {r.status}: {data[:300]!r}")
-                continue
-            sent[k] += n
-            rejected[k] += ExportTraceServiceResponse.FromString(data).partial_success.rejected_spans
-        conn.close()
+    def count(i: int, answer: bytes) -> tuple[int, int]:
+        rejected = ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans
+        return spans[i] - rejected, rejected
 
-    workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-    for w in workers:
-        w.start()
-    cpu0, server0 = _cpu_self(), _cpu_of(server_pid)
-    barrier.wait()
-    t0 = time.perf_counter()
-    for w in workers:
-        w.join()
-    seconds = time.perf_counter() - t0
-    total = sum(sent) - sum(rejected)
+    posted = post_all(
+        url, "/v1/traces", bodies, threads=threads, server_pid=server_pid, content_type=PROTOBUF, ok=200, count=count
+    )
     return {
-        "spans": total,
+        **posted,
+        "spans": posted["accepted"],
         "rounds": rounds,
-        "bytes": sum(len(b) for b, _ in work),
-        "rejected": sum(rejected),
-        "seconds": seconds,
-        "spans_per_s": total / seconds,
-        "client_cpu_s": _cpu_self() - cpu0,
-        "server_cpu_s": _cpu_of(server_pid) - server0,
-        "request": latency(took),
-        "errors": errors[:10],
+        "spans_per_s": posted["accepted"] / posted["seconds"],
         "cpus": sorted(os.sched_getaffinity(0)),
     }
 
