@@ -158,6 +158,16 @@ def test_http_then_kafka_keeps_one_trace_and_the_order_id(server: Server, broker
                     handled += 1
         consumer.close()
         assert handled == 1
+        # An auditing service reads the same topic by iterating its consumer: same trace, same order.
+        auditor = KafkaConsumer(bootstrap_servers=broker, group_id=None, consumer_timeout_ms=3000)
+        auditor.assign([TopicPartition(TOPIC, 0)])
+        auditor.seek_to_beginning()
+        audited = []
+        for record in auditor:
+            with kafka.processing(record) as span:
+                audited.append((order_id_from(), f"{span.get_span_context().trace_id:032x}"))
+            break
+        auditor.close()
     finally:
         http_server.shutdown()
         http_server.server_close()
@@ -172,6 +182,7 @@ def test_http_then_kafka_keeps_one_trace_and_the_order_id(server: Server, broker
     assert [o["order_id"] for o in server.get(f"/v1/orders?trace_id={trace_id}")[1]["orders"]] == ["chain-1"]
     assert len(sent) == 3 and {e["trace_id"] for e in sent} == {trace_id}
     assert {e["order_id"] for e in sent} == {"chain-1"}
+    assert audited == [("chain-1", trace_id)]
     for provider in (checkout_otel, payments_otel, email_otel):
         provider.shutdown()
     for client in (checkout, payments, email):
