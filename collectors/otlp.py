@@ -97,7 +97,10 @@ def encoding_of(content_type: str | None) -> Encoding | None:
 
 def decode_traces(body: bytes, encoding: Encoding, mapping: SpanMapping) -> SpanBatch:
     """The hop events in one export request. Raises OtlpError when the body is malformed."""
-    return _from_protobuf(body, mapping) if encoding == "protobuf" else _from_json(body, mapping)
+    try:
+        return _from_protobuf(body, mapping) if encoding == "protobuf" else _from_json(body, mapping)
+    except RecursionError:
+        raise OtlpError("the body nests values too deeply") from None
 
 
 def export_response(encoding: Encoding, batch: SpanBatch) -> bytes:
@@ -345,6 +348,8 @@ def _json_any(value: object, where: str) -> object:
                 raise EventError(where, inner, "doubleValue must be a number") from None
         if camel == "arrayValue":
             values = _get(inner, "values", "values") if isinstance(inner, dict) else None
+            if not isinstance(values, list | None):
+                raise EventError(where, values, "arrayValue.values must be a JSON array")
             return [_json_any(v, where) for v in values or []]
         if camel == "kvlistValue":
             values = _get(inner, "values", "values") if isinstance(inner, dict) else None

@@ -3,9 +3,12 @@ exporter's encoder, mapped to hop events — protobuf and OTLP/JSON alike."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from collectors.otlp import OtlpError, SpanBatch, decode_traces, encoding_of, export_response, status_body
@@ -13,6 +16,32 @@ from collectors.spanmap import SpanMapping, hop_name, span_event_id
 from tests.collectors.otlp_bodies import T0_NS, json_body, protobuf_body, record_spans
 
 SPANS = record_spans()
+_OTLP_KEYS = (
+    "resourceSpans",
+    "scopeSpans",
+    "spans",
+    "resource",
+    "attributes",
+    "key",
+    "value",
+    "stringValue",
+    "intValue",
+    "boolValue",
+    "doubleValue",
+    "arrayValue",
+    "kvlistValue",
+    "bytesValue",
+    "values",
+    "traceId",
+    "spanId",
+    "parentSpanId",
+    "name",
+    "startTimeUnixNano",
+    "endTimeUnixNano",
+    "status",
+    "code",
+    "app.order.id",
+)
 
 
 def _by_hop(batch: SpanBatch) -> dict[str, object]:
@@ -202,3 +231,32 @@ def test_mapping_problems_name_the_setting() -> None:
         "order": "'' must be 1–255 printable characters without outer spaces"
     }
     assert "already the order attribute" in SpanMapping(hop="app.order.id").problems()["hop"]
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.sampled_from(_OTLP_KEYS)
+    | st.just("0af7651916cd43dd8448eb211c80319c"),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_OTLP_KEYS), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=_JSON_VALUES)
+def test_any_json_body_gives_a_batch_or_otlp_error_never_another_exception(doc: object) -> None:
+    with contextlib.suppress(OtlpError):
+        decode_traces(json.dumps(doc).encode(), "json", SpanMapping())
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut=st.integers(min_value=0), flip=st.integers(min_value=0), byte=st.integers(min_value=0, max_value=255))
+def test_any_damaged_protobuf_body_gives_a_batch_or_otlp_error(cut: int, flip: int, byte: int) -> None:
+    body = bytearray(protobuf_body(SPANS))
+    body[flip % len(body)] = byte
+    with contextlib.suppress(OtlpError):
+        decode_traces(bytes(body[: len(body) - cut % len(body)]), "protobuf", SpanMapping())
