@@ -175,8 +175,12 @@ def _from_protobuf(body: bytes, mapping: SpanMapping) -> SpanBatch:
                 attributes: dict[str, object] = {}
                 for kv in span.attributes:
                     value = kv.value
-                    kind = value.WhichOneof("value")
-                    attributes[kv.key] = getattr(value, kind) if kind in _SCALARS else _any(value)
+                    text = value.string_value  # most attributes are strings: one read, not two
+                    if text:
+                        attributes[kv.key] = text
+                    else:
+                        kind = value.WhichOneof("value")
+                        attributes[kv.key] = getattr(value, kind) if kind in _SCALARS else _any(value)
                 if order_key not in attributes:
                     batch.ignored += 1
                     continue
