@@ -113,24 +113,28 @@ def ingest(ctx: Context) -> Section:
         "events over the user + system CPU time of the server process (/proc) while the client posted, what one "
         "core would take if nothing else ran on it (the machine is shared; fsync waits cost no CPU)."
     )
-    for name, label in (("reference", "reference"), ("ingest", "ingest path alone"), ("run", "ordertrail run")):
-        section.notes.append(run_note(label, runs[name], "events", "body", "POST"))
-    section.notes.append(
-        f"Best of {ctx.scale.repeats} run(s) of the reference and of the ingest path alone, alternating, one of "
-        "ordertrail run (it also gives e2e, the longest run); each server fresh, with a new data directory."
-    )
+    section.notes += run_notes(ctx, runs, "events", "body", "POST", " (it also gives e2e, the longest run)")
     return section
 
 
-def run_note(label: str, r: dict[str, Any], unit: str, body: str, request: str) -> str:
-    """One note on a ``post_all`` run: how many, how long, the CPU of both sides, request latency."""
-    return (
-        f"{label}: {r['accepted']:,} {unit}"
-        + (f" (every {body} {r['rounds']} times)" if r["rounds"] > 1 else "")
-        + f" in {r['seconds']:.2f} s, server CPU {r['server_cpu_s'] / r['seconds']:.0%} of one core, "
-        f"client CPU {r['client_cpu_s'] / r['seconds']:.0%}; {request} latency p50 {r['request']['p50']:.1f} ms, "
-        f"p99 {r['request']['p99']:.1f} ms."
+def run_notes(ctx: Context, runs: dict[str, Any], unit: str, body: str, request: str, about_run: str = "") -> list[str]:
+    """The notes on the ``post_all`` runs of the reference, the ingest path alone and ordertrail run:
+    how many, how long, the CPU of both sides, request latency; how the best run was chosen."""
+    notes = []
+    for name, label in (("reference", "reference"), ("ingest", "ingest path alone"), ("run", "ordertrail run")):
+        r = runs[name]
+        notes.append(
+            f"{label}: {r['accepted']:,} {unit}"
+            + (f" (every {body} {r['rounds']} times)" if r["rounds"] > 1 else "")
+            + f" in {r['seconds']:.2f} s, server CPU {r['server_cpu_s'] / r['seconds']:.0%} of one core, "
+            f"client CPU {r['client_cpu_s'] / r['seconds']:.0%}; {request} latency p50 {r['request']['p50']:.1f} "
+            f"ms, p99 {r['request']['p99']:.1f} ms."
+        )
+    notes.append(
+        f"Best of {ctx.scale.repeats} run(s) of the reference and of the ingest path alone, alternating, one of "
+        f"ordertrail run{about_run}; each server fresh, with a new data directory."
     )
+    return notes
 
 
 def e2e(ctx: Context) -> Section:

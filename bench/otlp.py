@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import Context, Row, Section, Target, report, run_child
-from bench.live import _cpus, _flags, _run_argv, _server, _where, post_all, run_note
+from bench.live import _cpus, _flags, _run_argv, _server, _where, post_all, run_notes
 
 TARGET: Final = Target("value", ">=", 20_000)
 SPANS_PER_REQUEST: Final = 512  # the OpenTelemetry SDK batch span processor's max_export_batch_size
@@ -102,12 +102,7 @@ def otlp(ctx: Context) -> Section:
         f"connections (http.client) in a client process {_where(best['ingest']['cpus'])}; each server process "
         f"pinned to {_where(_cpus()[0])}. The OpenTelemetry Collector does ~12–15k spans/s per core."
     )
-    for name, label in (("reference", "reference"), ("ingest", "ingest path alone"), ("run", "ordertrail run")):
-        section.notes.append(run_note(label, best[name], "spans", "request", "export"))
-    section.notes.append(
-        f"Best of {ctx.scale.repeats} run(s) of the reference and of the ingest path alone, alternating, one of "
-        "ordertrail run; each server fresh, with a new data directory."
-    )
+    section.notes += run_notes(ctx, best, "spans", "request", "export")
     return section
 
 

@@ -29,22 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from tracer import model as m
 from tracer.errors import EventError
-from tracer.model import (
-    ATTRS,
-    CUSTOMER_ID,
-    EVENT_ID,
-    HOP,
-    JOURNEY,
-    ORDER_ID,
-    PARENT_SPAN_ID,
-    SERVICE,
-    SPAN_ID,
-    STATUS,
-    STATUS_ERROR,
-    TRACE_ID,
-    TS,
-)
 
 ORDER_ATTRIBUTE: Final = "app.order.id"
 HOP_ATTRIBUTE: Final = "app.order.hop"
@@ -121,30 +107,30 @@ def span_event(
     else:
         hop = hop_name(name)
         if not hop:
-            raise EventError(HOP, name, f"the span name gives no hop name; set the span attribute {mapping.hop}")
+            raise EventError(m.HOP, name, f"the span name gives no hop name; set the span attribute {mapping.hop}")
     when = start_ns or end_ns
     if when <= 0:
         raise EventError("start_time_unix_nano", when, "the span has no start or end time")
     wire: dict[str, object] = {
-        ORDER_ID: order_id,
-        HOP: hop,
-        TS: when // 1_000_000,
-        EVENT_ID: span_event_id(trace_id, span_id),
-        TRACE_ID: trace_id,
-        SPAN_ID: span_id,
+        m.ORDER_ID: order_id,
+        m.HOP: hop,
+        m.TS: when // 1_000_000,
+        m.EVENT_ID: span_event_id(trace_id, span_id),
+        m.TRACE_ID: trace_id,
+        m.SPAN_ID: span_id,
     }
     if parent_span_id:
-        wire[PARENT_SPAN_ID] = parent_span_id
+        wire[m.PARENT_SPAN_ID] = parent_span_id
     if service:
-        wire[SERVICE] = service[:128]
+        wire[m.SERVICE] = service[:128]
     if error:
-        wire[STATUS] = STATUS_ERROR
+        wire[m.STATUS] = m.STATUS_ERROR
     customer = attributes.get(mapping.customer)
     if customer is not None:
-        wire[CUSTOMER_ID] = attr_text(customer)
+        wire[m.CUSTOMER_ID] = attr_text(customer)
     journey = attributes.get(mapping.journey)
     if journey is not None:
-        wire[JOURNEY] = attr_text(journey)
+        wire[m.JOURNEY] = attr_text(journey)
     mapped = (mapping.order, mapping.hop, mapping.customer, mapping.journey)
     attrs: dict[str, str] = {}
     for key, value in attributes.items():
@@ -155,7 +141,7 @@ def span_event(
         if len(attrs) == MAX_ATTRS:
             break
     if attrs:
-        wire[ATTRS] = attrs
+        wire[m.ATTRS] = attrs
     return wire
 
 
