@@ -126,6 +126,8 @@ def create_app(
             finally:
                 in_flight -= 1
         stats.add(batch)
+        if batch.rejected and on_rejected is not None:
+            on_rejected(len(batch.rejected))
         return Response(otlp.export_response(encoding, batch), media_type=_MEDIA[encoding])
 
     async def get_order(request: Request) -> Response:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import gzip
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from collectors.otlp import OtlpStats
+from ordertrail.metrics import OtlpCollector, render
 from ordertrail.server import OPENAPI, create_app
 from tests.collectors.otlp_bodies import json_body, protobuf_body, record_spans
 from tests.ordertrail.test_server import FakeApi
@@ -149,3 +153,30 @@ def test_openapi_describes_the_route() -> None:
     post = OPENAPI["paths"]["/v1/traces"]["post"]
     assert set(post["requestBody"]["content"]) == {"application/x-protobuf", "application/json"}
     assert {"200", "400", "413", "415", "429", "503"} <= set(post["responses"])
+
+
+def test_otlp_metrics_are_rendered_and_documented(api: FakeApi, stats: OtlpStats) -> None:
+    rejected: list[int] = []
+    with TestClient(create_app(api, otlp_stats=stats, on_rejected=rejected.append)) as client:
+        client.post("/v1/traces", content=_with_bad_hop(), headers=PB)
+        client.post("/v1/traces", content=b"x", headers={"content-type": "text/plain"})
+    registry = CollectorRegistry()
+    registry.register(OtlpCollector(stats))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(render(registry).decode())
+        for s in family.samples
+    }
+    assert samples[("ordertrail_otlp_requests_total", ())] == 2
+    assert samples[("ordertrail_otlp_spans_total", (("result", "hop"),))] == 2
+    assert samples[("ordertrail_otlp_spans_total", (("result", "ignored"),))] == 1
+    assert samples[("ordertrail_otlp_spans_total", (("result", "rejected"),))] == 1
+    assert samples[("ordertrail_otlp_refused_requests_total", (("code", "415"),))] == 1
+    assert rejected == [1]  # also counted with the rejected events of /v1/events
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "dashboards.md").read_text()
+    for name in (
+        "ordertrail_otlp_requests_total",
+        "ordertrail_otlp_spans_total",
+        "ordertrail_otlp_refused_requests_total",
+    ):
+        assert f"| `{name}` |" in docs
