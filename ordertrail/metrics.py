@@ -305,21 +305,25 @@ class OtlpCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self._stats
         yield CounterMetricFamily("ordertrail_otlp_requests", "OTLP trace export requests received", value=s.requests)
-        spans = CounterMetricFamily(
+        yield _labelled(
             "ordertrail_otlp_spans",
             "OTLP spans received: hop (carried the order attribute), ignored (did not), rejected (unusable)",
-            labels=["result"],
+            "result",
+            (("hop", s.hops), ("ignored", s.ignored), ("rejected", s.rejected)),
         )
-        spans.add_metric(["hop"], s.hops)
-        spans.add_metric(["ignored"], s.ignored)
-        spans.add_metric(["rejected"], s.rejected)
-        yield spans
-        refused = CounterMetricFamily(
-            "ordertrail_otlp_refused_requests", "OTLP export requests answered with an error", labels=["code"]
+        yield _labelled(
+            "ordertrail_otlp_refused_requests",
+            "OTLP export requests answered with an error",
+            "code",
+            ((str(code), n) for code, n in sorted(s.refused.items())),
         )
-        for code, n in sorted(s.refused.items()):
-            refused.add_metric([str(code)], n)
-        yield refused
+
+
+def _labelled(name: str, documentation: str, label: str, values: Iterable[tuple[str, float]]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, n in values:
+        family.add_metric([value], n)
+    return family
 
 
 def render(registry: CollectorRegistry) -> bytes:
