@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
-from ordertrail import backtest, demo, lookup_cli, run, simulate
+from ordertrail import backtest, demo, lookup_cli, run, simulate, tap
 from tracer.errors import JourneysError
 from tracer.journeys import Journey, Journeys, load_journeys
 from tracer.model import format_ts
@@ -75,6 +75,12 @@ COMMANDS: Final = (
         demo.main,
     ),
     Command("simulate", "run a simulated shop with injected faults", simulate.add_arguments, simulate.main),
+    Command(
+        "tap",
+        "turn JSON log lines or an existing Kafka topic into hop events, by a mapping file",
+        tap.add_arguments,
+        tap.main,
+    ),
 )
 
 
