@@ -22,7 +22,7 @@ from collectors.otlp import OtlpStats
 from ordertrail.config import RunConfig
 from ordertrail.metrics import IngestStats, MeteredSink, MetricLabels, OtlpCollector, PipelineCollector, render
 from ordertrail.page import render_page
-from tracer.bus import HOPS_TOPIC, Message, Producer
+from tracer.bus import HOPS_TOPIC, KeyPartitioner, Message, Producer
 from tracer.clickhouse import Store
 from tracer.clock import Clock, PartitionClock
 from tracer.engine import Tracer
@@ -30,6 +30,7 @@ from tracer.journeys import Journeys
 from tracer.lookup import build_order_view, explain_unknown, search_views
 from tracer.model import Finding, HopEvent, event_to_wire, format_ts
 from tracer.processor import DeadLetterSink, FindingListener, Processor, Source
+from tracer.stitch import Stitcher
 
 log = logging.getLogger("ordertrail.pipeline")
 _ENCODE = msgspec.json.Encoder()
@@ -59,8 +60,19 @@ class Pipeline:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = MetricLabels(journeys)
         sink = MeteredSink(store, labels, self.registry)  # the store, timed and counted for /metrics
+        # Stitching re-keyed orders (docs/stitching.md): only when the journeys declare other keys.
+        self.stitcher = Stitcher(journeys, lookup=store.key_links)
         self.processor = Processor(
-            source, sink, self.tracer, self.clock, partitions, dead_letter=dead_letter, listeners=listeners
+            source,
+            sink,
+            self.tracer,
+            self.clock,
+            partitions,
+            dead_letter=dead_letter,
+            listeners=listeners,
+            stitcher=self.stitcher,
+            stitch_store=store,
+            partitioner=KeyPartitioner(max(len(partitions), 1)),
         )
         self.ingest_stats = IngestStats()
         self.registry.register(PipelineCollector(self.processor, self.ingest_stats, labels=labels, hops=sink.hops))
@@ -98,9 +110,15 @@ class Pipeline:
 
     def order_view(self, order_id: str) -> dict[str, Any] | None:
         record = self.store.order(order_id)
+        found_by = None
+        if record is None and self.stitcher.active:
+            link = self.store.order_for_key(order_id)  # another key of an order: a payment id, …
+            if link is not None:
+                record = self.store.order(link.order_id)
+                found_by = {"key": link.key, "value": order_id}
         if record is None:
             return None
-        return build_order_view(
+        view = build_order_view(
             record,
             self.journeys,
             now_ms=self._now(),
@@ -108,12 +126,22 @@ class Pipeline:
             transit=self.transit,
             incident=self._incident_of(record.findings),
         )
+        if found_by is not None:
+            view["found_by"] = found_by
+        return view
 
     def unknown_order(self, order_id: str) -> dict[str, Any]:
         return explain_unknown(
             order_id,
             [
                 "every hop event received (by order id)",
+                *(
+                    [
+                        f"the other keys of orders ({', '.join(sorted({k.name for j in self.journeys.journeys.values() for k in j.keys}))})"
+                    ]
+                    if self.stitcher.active
+                    else []
+                ),
                 f"the open orders of journeys {', '.join(sorted(self.journeys.journeys))}",
             ],
         )

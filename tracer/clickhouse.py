@@ -61,6 +61,7 @@ import msgspec
 from tracer.engine import OrderSnapshot
 from tracer.errors import StoreError
 from tracer.model import OPEN, RESOLVED, Finding, HopEvent
+from tracer.stitch import KeyLink, Waiting
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -87,6 +88,7 @@ _TTL_COLUMNS: Final = {
     "orders": "last_ts",
     "findings": "detected_at",
     "trail": "ts",
+    "order_keys": "ts",
 }
 
 _EVENT_COLUMNS: Final = tuple(HopEvent.__struct_fields__)
@@ -98,6 +100,8 @@ _INSERT_COLUMNS: Final = {
     "orders": (*_SNAPSHOT_COLUMNS, "version"),
     "trail": ("order_id", "kind", "id", "version", "ts", "doc"),
 }
+_KEY_COLUMNS: Final = ("value", "key", "order_id", "trace_id", "ts", "version")
+_WAITING_COLUMNS: Final = ("key", "value", "event_id", "partition", "offset", "since", "doc", "done", "version")
 _MS_COLUMNS: Final = frozenset({"ts", "due_at", "detected_at", "resolved_at", "first_ts", "last_ts", "next_due"})
 _ENCODE: Final = msgspec.json.Encoder().encode
 _EVENT_DOC: Final = msgspec.json.Decoder(HopEvent).decode
@@ -425,6 +429,82 @@ class Store:
     def count_events(self) -> int:
         """Stored hop events, one per event id."""
         return int(self._rows(f"SELECT count() FROM {self._db}.hops FINAL")[0][0])
+
+    # -- stitching (tracer.stitch) ---------------------------------------------------------------
+
+    def write_stitch(self, links: Sequence[KeyLink], waiting: Sequence[Waiting], done: Sequence[Waiting]) -> None:
+        """New key links, events that began to wait for theirs, and ones that stopped waiting."""
+        if not (links or waiting or done):
+            return
+        now = self._now_ns()
+        with self._lock:
+            version = max(now, self._version + 1)
+            self._version = version + len(waiting) + len(done)
+        if links:
+            self._insert(
+                "order_keys",
+                [
+                    [k.value for k in links],
+                    [k.key for k in links],
+                    [k.order_id for k in links],
+                    [k.trace_id for k in links],
+                    [k.ts for k in links],
+                    [version] * len(links),
+                ],
+                _KEY_COLUMNS,
+            )
+        rows = [*((w, False) for w in waiting), *((w, True) for w in done)]
+        if rows:
+            self._insert(
+                "stitch_waiting",
+                [
+                    [w.key for w, _ in rows],
+                    [w.value for w, _ in rows],
+                    [w.event.event_id for w, _ in rows],
+                    [w.partition for w, _ in rows],
+                    [w.offset for w, _ in rows],
+                    [w.since for w, _ in rows],
+                    [_ENCODE(w.event) for w, _ in rows],
+                    [d for _, d in rows],
+                    list(range(version, version + len(rows))),
+                ],
+                _WAITING_COLUMNS,
+            )
+
+    def key_links(self, pairs: Sequence[tuple[str, str]]) -> list[KeyLink]:
+        """The stored links of (key, value) pairs."""
+        if not pairs:
+            return []
+        rows = self._rows(
+            f"SELECT key, value, argMax(order_id, version), argMax(trace_id, version), "
+            f"toUnixTimestamp64Milli(argMax(ts, version)) FROM {self._db}.order_keys "
+            f"WHERE value IN {{values:Array(String)}} GROUP BY key, value",
+            {"values": sorted({v for _, v in pairs})},
+        )
+        wanted = set(pairs)
+        return [KeyLink(str(k), str(v), str(o), str(t), int(ts)) for k, v, o, t, ts in rows if (k, v) in wanted]
+
+    def order_for_key(self, value: str) -> KeyLink | None:
+        """The order another key belongs to (any key name), for the lookup; the newest link."""
+        rows = self._rows(
+            f"SELECT key, value, argMax(order_id, version), argMax(trace_id, version), "
+            f"toUnixTimestamp64Milli(argMax(ts, version)), max(version) AS v FROM {self._db}.order_keys "
+            f"WHERE value = {{value:String}} GROUP BY key, value ORDER BY v DESC LIMIT 1",
+            {"value": value},
+        )
+        return (
+            KeyLink(str(rows[0][0]), str(rows[0][1]), str(rows[0][2]), str(rows[0][3]), int(rows[0][4]))
+            if rows
+            else None
+        )
+
+    def waiting_events(self) -> list[Waiting]:
+        """Events still waiting for their link, for ``Stitcher.restore``."""
+        rows = self._rows(
+            f"SELECT key, value, `partition`, `offset`, since, doc FROM {self._db}.stitch_waiting FINAL "
+            f"WHERE NOT done{_FINAL}"
+        )
+        return [Waiting(str(k), str(v), _EVENT_DOC(doc), int(p), int(o), int(s)) for k, v, p, o, s, doc in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -21,7 +21,10 @@ from tracer.schedules import Schedule, parse_schedules
 from tracer.times import DURATION_HELP, parse_duration
 
 JOURNEY_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_JOURNEY_KEYS: Final = ("start", "steps", "complete", "description")
+_JOURNEY_KEYS: Final = ("start", "steps", "complete", "description", "keys")
+_KEY_KEYS: Final = ("steps", "linked_by", "attr", "within")
+KEY_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
+DEFAULT_LINK_WITHIN_MS: Final = 10 * 60_000
 _STEP_KEYS: Final = ("after", "within", "stall_after", "confirmation")
 _TOP_KEYS: Final = ("journeys", "stall_learning", "schedules")
 _LEARNING_KEYS: Final = ("percentile", "factor", "floor", "min_samples")
@@ -40,6 +43,21 @@ class Step:
     within_ms: int
     stall_after_ms: int | None = None
     confirmation: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """Another key of the same order (docs/stitching.md): events of ``steps`` are reported under
+    it (their ``order_id`` is, say, the payment id); an event of a ``linked_by`` hop (any hop of
+    the journey when empty) carrying both the order id and ``attrs[attr]`` links the two. An
+    event that waits for its link longer than ``within_ms`` is reported as unlinked."""
+
+    name: str
+    attr: str
+    steps: tuple[str, ...]
+    linked_by: tuple[str, ...]
+    within_ms: int
+    journey: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +83,17 @@ class Journey:
     children: tuple[tuple[Step, ...], ...] = ()  # hop index -> steps waiting for it
     ancestors: tuple[frozenset[int], ...] = ()  # hop index -> indexes of every hop before it
     complete_mask: int = 0
+    keys: tuple[KeySpec, ...] = ()
 
     @staticmethod
-    def build(name: str, start: str, steps: list[Step], complete: list[str], description: str) -> Journey:
+    def build(
+        name: str,
+        start: str,
+        steps: list[Step],
+        complete: list[str],
+        description: str,
+        keys: tuple[KeySpec, ...] = (),
+    ) -> Journey:
         hops = (start, *(s.hop for s in steps))
         index = {hop: i for i, hop in enumerate(hops)}
         step_at: list[Step | None] = [None, *steps]
@@ -92,6 +118,7 @@ class Journey:
             tuple(tuple(c) for c in children),
             tuple(ancestors),
             mask,
+            keys,
         )
 
 
@@ -141,6 +168,7 @@ def parse_journeys(text: str, source: str = "<journeys>") -> Journeys:
         if journey is not None:
             journeys[journey.name] = journey
     schedules = parse_schedules(doc.get("schedules"), source, problems)
+    _check_keys_across(journeys, source, problems)
     if problems:
         raise JourneysError(problems)
     owners: dict[str, list[str]] = {}
@@ -150,6 +178,28 @@ def parse_journeys(text: str, source: str = "<journeys>") -> Journeys:
     by_hop = {hop: journeys[names[0]] for hop, names in owners.items() if len(names) == 1}
     shared = {hop: tuple(names) for hop, names in owners.items() if len(names) > 1}
     return Journeys(journeys, by_hop, shared, learning, source, schedules)
+
+
+def _check_keys_across(journeys: Mapping[str, Journey], source: str, problems: list[str]) -> None:
+    """A hop keyed by another key is resolved by its hop alone, so across journeys it must be
+    keyed the same way; and one key name means one kind of key everywhere."""
+    keyed: dict[str, tuple[str, str]] = {}
+    for j in journeys.values():
+        for spec in j.keys:
+            for hop in spec.steps:
+                other = keyed.setdefault(hop, (spec.name, j.name))
+                if other[0] != spec.name:
+                    problems.append(
+                        f"{source}: journey {j.name!r}, key {spec.name!r}, field 'steps': {hop!r} is keyed by "
+                        f"{other[0]!r} in journey {other[1]!r}; a hop is keyed by one key in every journey"
+                    )
+    for j in journeys.values():
+        for hop in j.hops:
+            if hop in keyed and keyed[hop][1] != j.name and hop not in {h for k in j.keys for h in k.steps}:
+                problems.append(
+                    f"{source}: journey {j.name!r}: hop {hop!r} is keyed by {keyed[hop][0]!r} in journey "
+                    f"{keyed[hop][1]!r} but not here; key it here too, or rename one of them"
+                )
 
 
 class _Loader(yaml.SafeLoader):
@@ -248,7 +298,85 @@ def _journey(name: str, spec: object, source: str, problems: list[str]) -> Journ
         )
         for hop in ordered
     ]
-    return Journey.build(name, start, steps, list(dict.fromkeys(complete)), str(description or ""))
+    keys = _keys(name, spec.get("keys"), hops, start, at, problems)
+    if keys is None:
+        return None
+    return Journey.build(name, start, steps, list(dict.fromkeys(complete)), str(description or ""), keys)
+
+
+def _keys(
+    journey: str, spec: object, hops: set[str], start: str, at: str, problems: list[str]
+) -> tuple[KeySpec, ...] | None:
+    """The journey's ``keys:`` section: other keys of its orders, and which events carry them."""
+    if spec is None:
+        return ()
+    if not isinstance(spec, dict) or not spec:
+        problems.append(f"{at}, field 'keys': must be a mapping of key name -> {{steps, linked_by, attr, within}}")
+        return None
+    before = len(problems)
+    out: list[KeySpec] = []
+    keyed: dict[str, str] = {}
+    for name, raw in spec.items():
+        where = f"{at}, key {str(name)!r}"
+        if not isinstance(name, str) or KEY_NAME_RE.fullmatch(name) is None:
+            problems.append(f"{where}: the name must match [a-z][a-z0-9_]{{0,63}}, e.g. payment_id")
+            continue
+        if not isinstance(raw, dict):
+            problems.append(
+                f"{where}: must be a mapping like {{steps: [payment.authorized], linked_by: [payment.requested]}}"
+            )
+            continue
+        for field_name in raw:
+            if field_name not in _KEY_KEYS:
+                problems.append(f"{where}: field {field_name!r} is not known; allowed: {', '.join(_KEY_KEYS)}")
+        steps = _hop_list(raw.get("steps"), f"{where}, field 'steps'", hops, problems, required=True)
+        linked_by = _hop_list(raw.get("linked_by"), f"{where}, field 'linked_by'", hops, problems, required=False)
+        if start in steps:
+            problems.append(f"{where}, field 'steps': {start!r} is the start; an order opens under its own id")
+        for hop in steps:
+            if hop in keyed:
+                problems.append(f"{where}, field 'steps': {hop!r} is already keyed by {keyed[hop]!r}")
+            keyed[hop] = name
+        both = sorted(set(steps) & set(linked_by))
+        if both:
+            problems.append(
+                f"{where}, field 'linked_by': {', '.join(map(repr, both))} is also in 'steps'; a linking event "
+                "carries the order id, a keyed one does not"
+            )
+        attr = raw.get("attr", name)
+        if not isinstance(attr, str) or not 0 < len(attr) <= 64:
+            problems.append(f"{where}, field 'attr': {attr!r} must be an attribute name of 1–64 characters")
+        within = DEFAULT_LINK_WITHIN_MS
+        if "within" in raw:
+            try:
+                within = parse_duration(raw["within"])
+            except ValueError:
+                problems.append(f"{where}, field 'within': {raw['within']!r} is not {DURATION_HELP}")
+            else:
+                if not 0 < within <= MAX_WITHIN_MS:
+                    problems.append(
+                        f"{where}, field 'within': {raw['within']!r} must be longer than 0 and at most 366d"
+                    )
+        out.append(KeySpec(name, str(attr), steps, linked_by, within, journey))
+    return tuple(out) if len(problems) == before else None
+
+
+def _hop_list(raw: object, at: str, hops: set[str], problems: list[str], *, required: bool) -> tuple[str, ...]:
+    if raw is None and not required:
+        return ()
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(h, str) for h in raw):
+        problems.append(f"{at}: {raw!r} must be a non-empty list of hops of this journey")
+        return ()
+    unknown = [h for h in raw if h not in hops]
+    if unknown:
+        problems.append(
+            f"{at}: {', '.join(map(repr, unknown))} is not the start or a step of this journey; "
+            f"known hops: {', '.join(sorted(hops))}"
+        )
+        return ()
+    return tuple(dict.fromkeys(raw))
 
 
 def _opt_int(value: object) -> int | None:

@@ -17,6 +17,7 @@ from tracer.clickhouse import KEY_COLUMNS, OrderRecord, check_query, latest, tra
 from tracer.engine import OrderSnapshot
 from tracer.errors import StoreError
 from tracer.model import OPEN, Finding, HopEvent
+from tracer.stitch import KeyLink, Waiting
 
 
 class MemStore:
@@ -30,6 +31,8 @@ class MemStore:
         self._events: dict[str, dict[str, HopEvent]] = {}
         self._orders: dict[str, OrderSnapshot] = {}
         self._findings: dict[tuple[str, str, str], Finding] = {}
+        self._links: dict[tuple[str, str], KeyLink] = {}
+        self._waiting: dict[tuple[str, str, str], Waiting] = {}
 
     def write(
         self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
@@ -140,6 +143,31 @@ class MemStore:
     def count_events(self) -> int:
         with self._lock:
             return sum(len(by_id) for by_id in self._events.values())
+
+    def write_stitch(self, links: Sequence[KeyLink], waiting: Sequence[Waiting], done: Sequence[Waiting]) -> None:
+        with self._lock:
+            if self.fail_writes > 0:
+                self.fail_writes -= 1
+                raise StoreError("store mem://: writing stitch state failed: injected failure (fail_writes)")
+            for link in links:
+                self._links[(link.key, link.value)] = link
+            for w in waiting:
+                self._waiting[(w.key, w.value, w.event.event_id)] = w
+            for w in done:
+                self._waiting.pop((w.key, w.value, w.event.event_id), None)
+
+    def key_links(self, pairs: Sequence[tuple[str, str]]) -> list[KeyLink]:
+        with self._lock:
+            return [self._links[p] for p in dict.fromkeys(pairs) if p in self._links]
+
+    def order_for_key(self, value: str) -> KeyLink | None:
+        with self._lock:
+            found = [link for (_, v), link in self._links.items() if v == value]
+        return found[-1] if found else None
+
+    def waiting_events(self) -> list[Waiting]:
+        with self._lock:
+            return list(self._waiting.values())
 
     def close(self) -> None:
         """Nothing to release; the data stays readable, as a reopened store's would."""

@@ -12,6 +12,11 @@ dedupe plus stable finding identities make the replay idempotent.
 The clock (``tracer.clock.PartitionClock``) moves with event time, and with wall time only while
 every owned partition is caught up, so a backlog never looks like lost orders.
 
+With a ``tracer.stitch.Stitcher``, each decoded event passes through it first: events reported
+under another key of their order are re-keyed (fed to the engine under the order's partition), or
+wait for their link; new links, waiting events and released ones are stored with the batch, and
+events that waited too long go to the dead-letter sink as unlinked.
+
 This module knows the consumer and the store only through the small protocols below.
 """
 
@@ -24,14 +29,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
+
 from tracer.bus import InputRecord
 from tracer.clock import PartitionClock
 from tracer.engine import OrderSnapshot, Tracer
 from tracer.errors import EventError, StoreError, TracerError
 from tracer.events import decode_line
-from tracer.model import Finding, HopEvent
+from tracer.model import Finding, HopEvent, event_to_wire
+from tracer.stitch import KeyLink, Stitcher, Waiting
 
 log = logging.getLogger("ordertrail.processor")
+_WIRE = msgspec.json.Encoder().encode
 
 
 class Source(Protocol):
@@ -57,7 +66,25 @@ class DeadLetterSink(Protocol):
     def write(self, rejected: Sequence[tuple[InputRecord, str]]) -> None: ...
 
 
+class StitchStore(Protocol):
+    """What the processor needs of the store when it stitches re-keyed orders."""
+
+    def write_stitch(self, links: Sequence[KeyLink], waiting: Sequence[Waiting], done: Sequence[Waiting]) -> None: ...
+    def waiting_events(self) -> list[Waiting]: ...
+
+
 FindingListener = Callable[[list[Finding]], None]
+_StitchChanges = tuple[list[KeyLink], list[Waiting], list[Waiting]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Unlinked:
+    """A waiting event reported as unlinked, as a dead-letter sink takes records."""
+
+    partition: int
+    offset: int
+    value: bytes
+    key: str
 
 
 @dataclass(slots=True)
@@ -66,6 +93,7 @@ class _Batch:
     findings: list[Finding]
     snapshots: list[OrderSnapshot]
     positions: dict[int, int]
+    stitch: _StitchChanges | None = None
 
 
 @dataclass(slots=True)
@@ -95,6 +123,9 @@ class Processor:
         max_records: int = 5000,
         poll_timeout_s: float = 0.1,
         advance_every: int = 256,
+        stitcher: Stitcher | None = None,
+        stitch_store: StitchStore | None = None,
+        partitioner: Callable[[str], int] | None = None,
     ) -> None:
         self._source = source
         self._sink = sink
@@ -106,6 +137,9 @@ class Processor:
         self._max_records = max_records
         self._poll_timeout_s = poll_timeout_s
         self._advance_every = advance_every
+        self.stitcher = stitcher if stitcher is not None and stitcher.active else None
+        self._stitch_store = stitch_store
+        self._partition_of = partitioner
         self.stats = ProcessorStats()
         self._pending: _Batch | None = None
         self.lock = threading.Lock()  # held while the engine changes; readers of engine state take it
@@ -117,8 +151,12 @@ class Processor:
     def restore(self) -> int:
         """Rebuild the open orders of the owned partitions from the store."""
         snapshots, findings = self._sink.open_orders(self.partitions)
+        store = self._stitch_store
+        waiting = store.waiting_events() if self.stitcher is not None and store is not None else []
         with self.lock:
             n = self.tracer.restore(snapshots, findings)
+            if self.stitcher is not None:
+                self.stitcher.restore(waiting)
         self.stats.restored_orders = n
         log.info("restored %d open orders of partitions %s", n, self.partitions)
         return n
@@ -135,7 +173,8 @@ class Processor:
         events: list[HopEvent] = []
         rejected: list[tuple[InputRecord, str]] = []
         positions: dict[int, int] = {}
-        tracer, clock = self.tracer, self.clock
+        tracer, clock, stitcher = self.tracer, self.clock, self.stitcher
+        stitched: _StitchChanges | None = None
         with self.lock:
             for n, rec in enumerate(records, 1):
                 positions[rec.partition] = rec.offset + 1
@@ -144,20 +183,29 @@ class Processor:
                 except EventError as exc:
                     rejected.append((rec, str(exc)))
                     continue
+                partition = rec.partition
+                if stitcher is not None:
+                    moved = stitcher.stitch(ev, partition, rec.offset)
+                    if moved is not ev:
+                        if moved is None:
+                            continue  # waits for its link
+                        ev, partition = moved, self._partition(moved.order_id, partition)
                 clock.observe(rec.partition, ev.ts)
                 if n % self._advance_every == 0:
                     self._advance()
-                tracer.on_event(ev, rec.partition)
+                tracer.on_event(ev, partition)
                 events.append(ev)
             self._update_caught_up()
+            if stitcher is not None:
+                stitched = self._stitch_cycle(stitcher, events, rejected)
             self._advance()
             findings = tracer.drain_findings()
             snapshots = tracer.drain_snapshots()
         self.stats.records += len(records)
         if rejected:
             self._reject(rejected)  # durable before the positions past them are committed
-        if records or findings:
-            self._flush(_Batch(events, findings, snapshots, positions))
+        if records or findings or (stitched is not None and any(stitched)):
+            self._flush(_Batch(events, findings, snapshots, positions, stitched))
             self.stats.batches += 1
             self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
         return len(records)
@@ -186,8 +234,34 @@ class Processor:
             except TracerError as exc:
                 log.error("final store write failed (%s); the records will be read again on restart", exc)
 
+    def _stitch_cycle(
+        self, stitcher: Stitcher, events: list[HopEvent], rejected: list[tuple[InputRecord, str]]
+    ) -> _StitchChanges:
+        """Feed the events whose link arrived this cycle, report the ones that waited too long."""
+        for ev in stitcher.drain_released():
+            partition = self._partition(ev.order_id, 0)
+            self.clock.observe(partition, ev.ts)
+            self.tracer.on_event(ev, partition)
+            events.append(ev)
+        now = self.clock.now()
+        if now is not None:
+            for w, reason in stitcher.expire(now):
+                value = _WIRE(event_to_wire(w.event))
+                rejected.append((_Unlinked(w.partition, w.offset, value, w.value), reason))
+        return stitcher.drain_changes()
+
+    def _partition(self, order_id: str, default: int) -> int:
+        return self._partition_of(order_id) if self._partition_of is not None else default
+
     def _flush(self, batch: _Batch) -> None:
         self._pending = batch
+        if batch.stitch is not None and self._stitch_store is not None and any(batch.stitch):
+            try:
+                self._stitch_store.write_stitch(*batch.stitch)
+            except TracerError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"the store failed: {exc}") from exc
         if batch.events or batch.findings or batch.snapshots:
             try:
                 self._sink.write(batch.events, batch.findings, batch.snapshots)

@@ -133,7 +133,7 @@ def test_a_journey_that_is_not_a_mapping_is_refused() -> None:
 
 def test_an_unknown_journey_field_is_refused() -> None:
     assert one(journey("b: {after: a, within: 1s}", "    deadline: 5m\n")) == (
-        f"{AT}: field 'deadline' is not known; allowed: start, steps, complete, description"
+        f"{AT}: field 'deadline' is not known; allowed: start, steps, complete, description, keys"
     )
 
 

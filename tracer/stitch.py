@@ -1,0 +1,304 @@
+"""Stitching re-keyed orders (docs/stitching.md): the stage in front of the engine that turns an
+event reported under another key of an order (a payment id, a shipment id) into an event of the
+order itself, under the order's id and trace id.
+
+The journeys file declares the keys (``Journey.keys``): events of a keyed step carry the other
+key in ``order_id``; an event of a linking hop carries the order id in ``order_id`` and the other
+key in ``attrs[attr]``, which links the two. ``Stitcher.stitch(ev)`` returns
+
+* the event unchanged when it is none of that (the fast path: one set lookup of its hop);
+* a linking event unchanged, after learning its link (and releasing the events that waited for it);
+* a keyed event re-keyed to its order when the link is known (in memory, else asked of the store);
+* ``None`` when the link is not known yet: the event waits, bounded in number, until its link
+  arrives (``drain_released``) or ``within`` passes (``expire`` reports it as unlinked).
+
+Re-keyed events keep their event id and carry the other key in ``attrs`` (the trail shows it).
+New links and the waiting events are handed to the store (``drain_changes``) in the same cycle,
+before the input position is committed, so a restart loses neither (``restore``). The links are
+also what lets the lookup find an order by any of its keys.
+
+Partitioning: the bus is keyed by ``order_id``, so a keyed event may be read from another partition
+than its order's. The caller feeds a re-keyed event to the engine under its order's partition.
+With one tracer owning every partition (the embedded pipeline) that is all it takes; with several,
+the store's link table is shared, so a waiting event is released by ``recheck`` once any process
+has stored its link.
+
+This module imports only the tracer's model and journeys.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from tracer.events import MAX_ATTRS
+from tracer.journeys import Journeys, KeySpec
+from tracer.model import HopEvent
+from tracer.times import format_duration
+
+log = logging.getLogger("ordertrail.stitch")
+
+
+class KeyLink(msgspec.Struct, frozen=True, gc=False):
+    """``value`` of key ``key`` belongs to order ``order_id`` (learned from an event at ``ts``)."""
+
+    key: str
+    value: str
+    order_id: str
+    trace_id: str
+    ts: int
+
+
+class Waiting(msgspec.Struct, frozen=True, gc=False):
+    """An event reported under ``value`` of key ``key`` whose order is not known yet."""
+
+    key: str
+    value: str
+    event: HopEvent
+    partition: int
+    offset: int
+    since: int  # the pipeline clock when it began to wait (0: not stamped yet)
+
+
+LinkLookup = Callable[[Sequence[tuple[str, str]]], list[KeyLink]]
+
+
+@dataclass(slots=True)
+class StitchStats:
+    linked: int = 0  # links learned
+    rekeyed: int = 0  # events moved to their order
+    waited: int = 0  # events that had to wait for their link
+    unlinked: int = 0  # events reported as unlinked (timed out or overflowed)
+    relinked: int = 0  # a key moved to another order (the latest link wins)
+
+
+class Stitcher:
+    def __init__(
+        self,
+        journeys: Journeys,
+        *,
+        lookup: LinkLookup | None = None,
+        max_waiting: int = 10_000,
+        cache_size: int = 200_000,
+        recheck_ms: int = 1_000,
+    ) -> None:
+        self._keyed: dict[str, KeySpec] = {}
+        self._linking: dict[str, list[KeySpec]] = {}
+        for j in journeys.journeys.values():
+            for spec in j.keys:
+                for hop in spec.steps:
+                    self._keyed[hop] = spec
+                for hop in spec.linked_by or tuple(h for h in j.hops if h not in spec.steps):
+                    self._linking.setdefault(hop, []).append(spec)
+        self._hops = frozenset(self._keyed) | frozenset(self._linking)
+        self._lookup = lookup
+        self._cache: OrderedDict[tuple[str, str], KeyLink] = OrderedDict()
+        self._cache_size = cache_size
+        self._waiting: dict[tuple[str, str], list[Waiting]] = {}
+        self._n_waiting = 0
+        self._max_waiting = max_waiting
+        self._recheck_ms = recheck_ms
+        self._last_recheck = 0
+        self._released: list[HopEvent] = []
+        self._new_links: list[KeyLink] = []
+        self._added: list[Waiting] = []
+        self._done: list[Waiting] = []
+        self._unstamped: list[tuple[str, str]] = []
+        self.stats = StitchStats()
+
+    @property
+    def active(self) -> bool:
+        """Whether any journey declares keys (else ``stitch`` is the identity)."""
+        return bool(self._hops)
+
+    def __len__(self) -> int:
+        """Events waiting for their link."""
+        return self._n_waiting
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def stitch(self, ev: HopEvent, partition: int = 0, offset: int = 0) -> HopEvent | None:
+        hop = ev.hop
+        if hop not in self._hops:
+            return ev
+        attrs = ev.attrs
+        links = self._linking.get(hop)
+        if links is not None and attrs:
+            for spec in links:
+                value = attrs.get(spec.attr)
+                if value and value != ev.order_id:
+                    self._learn(KeyLink(spec.name, value, ev.order_id, ev.trace_id, ev.ts))
+        keyed = self._keyed.get(hop)
+        if keyed is None:
+            return ev
+        carried = attrs.get(keyed.attr) if attrs else None
+        if carried and carried != ev.order_id:
+            # Reported under the order id with the other key alongside (or re-keyed already).
+            self._learn(KeyLink(keyed.name, carried, ev.order_id, ev.trace_id, ev.ts))
+            return ev
+        link = self._known(keyed.name, ev.order_id)
+        if link is not None:
+            return self._rekey(ev, keyed, link)
+        self._wait(Waiting(keyed.name, ev.order_id, ev, partition, offset, 0))
+        return None
+
+    # -- what the caller collects each cycle ------------------------------------------------------
+
+    def drain_released(self) -> list[HopEvent]:
+        """Waiting events whose link arrived since the last call, re-keyed."""
+        out, self._released = self._released, []
+        return out
+
+    def expire(self, now_ms: int) -> list[tuple[Waiting, str]]:
+        """Waiting events past their ``within`` (or over the bound), with the reason. Also stamps
+        the events that began to wait this cycle, and now and then asks the store for links other
+        processes learned."""
+        for pair in self._unstamped:
+            group = self._waiting.get(pair)
+            if group:
+                self._waiting[pair] = [w if w.since else msgspec.structs.replace(w, since=now_ms) for w in group]
+        self._unstamped.clear()
+        if self._waiting and self._lookup is not None and now_ms - self._last_recheck >= self._recheck_ms:
+            self._last_recheck = now_ms
+            self.recheck()
+        out: list[tuple[Waiting, str]] = []
+        for pair, group in list(self._waiting.items()):
+            keep = []
+            for w in group:
+                spec = self._keyed.get(w.event.hop)
+                within = spec.within_ms if spec is not None else 0
+                if w.since and now_ms - w.since > within:
+                    out.append((w, _unlinked_reason(w, within)))
+                else:
+                    keep.append(w)
+            if len(keep) != len(group):
+                self._set_group(pair, keep)
+        while self._n_waiting > self._max_waiting:
+            pair, group = next(iter(self._waiting.items()))
+            out.append((group[0], f"unlinked: more than {self._max_waiting} events wait for their link"))
+            self._set_group(pair, group[1:])
+        for w, _ in out:
+            self._done.append(w)
+        self.stats.unlinked += len(out)
+        return out
+
+    def recheck(self) -> int:
+        """Ask the store for the links of every waiting event; release those found."""
+        if self._lookup is None or not self._waiting:
+            return 0
+        found = self._lookup(list(self._waiting))
+        for link in found:
+            self._learn(link, stored=True)
+        return len(found)
+
+    def drain_changes(self) -> tuple[list[KeyLink], list[Waiting], list[Waiting]]:
+        """(new links, events that began to wait, events that stopped waiting) since the last call,
+        for the store. Events that began and stopped within one cycle are in neither list."""
+        wanted = dict.fromkeys((w.key, w.value, w.event.event_id) for w in self._added)
+        current = {
+            (w.key, w.value, w.event.event_id): w
+            for pair in {(k, v) for k, v, _ in wanted}
+            for w in self._waiting.get(pair, ())
+        }
+        added = [current[k] for k in wanted if k in current]
+        done = self._done
+        out = (self._new_links, added, done)
+        self._new_links, self._added, self._done = [], [], []
+        return out
+
+    def restore(self, waiting: Iterable[Waiting]) -> int:
+        """Events that were waiting when the pipeline stopped (from the store)."""
+        n = 0
+        for w in waiting:
+            self._put(w)
+            if not w.since:
+                self._unstamped.append((w.key, w.value))
+            n += 1
+        return n
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _known(self, key: str, value: str) -> KeyLink | None:
+        link = self._cache.get((key, value))
+        if link is None and self._lookup is not None:
+            for found in self._lookup([(key, value)]):
+                self._remember(found)
+                if found.key == key and found.value == value:
+                    link = found
+        return link
+
+    def _learn(self, link: KeyLink, *, stored: bool = False) -> None:
+        pair = (link.key, link.value)
+        known = self._cache.get(pair)
+        if known is None or known.order_id != link.order_id:
+            if known is not None:
+                self.stats.relinked += 1
+                log.warning(
+                    "%s %r moves from order %r to order %r (the latest link wins)",
+                    link.key,
+                    link.value,
+                    known.order_id,
+                    link.order_id,
+                )
+            self._remember(link)
+            if not stored:
+                self._new_links.append(link)
+                self.stats.linked += 1
+        group = self._waiting.pop(pair, None)
+        if group:
+            self._n_waiting -= len(group)
+            spec_of = self._keyed
+            for w in group:
+                spec = spec_of.get(w.event.hop)
+                if spec is not None:
+                    self._released.append(self._rekey(w.event, spec, link))
+                self._done.append(w)
+
+    def _remember(self, link: KeyLink) -> None:
+        pair = (link.key, link.value)
+        self._cache[pair] = link
+        self._cache.move_to_end(pair)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)  # bounded; the store still knows it
+
+    def _rekey(self, ev: HopEvent, spec: KeySpec, link: KeyLink) -> HopEvent:
+        self.stats.rekeyed += 1
+        attrs = ev.attrs
+        if spec.attr not in attrs and len(attrs) < MAX_ATTRS:
+            attrs = {**attrs, spec.attr: ev.order_id}
+        return msgspec.structs.replace(ev, order_id=link.order_id, trace_id=link.trace_id, attrs=attrs)
+
+    def _wait(self, w: Waiting) -> None:
+        self.stats.waited += 1
+        self._put(w)
+        self._added.append(w)
+        self._unstamped.append((w.key, w.value))
+
+    def _put(self, w: Waiting) -> None:
+        group = self._waiting.setdefault((w.key, w.value), [])
+        if any(o.event.event_id == w.event.event_id for o in group):
+            return  # a re-delivered event already waiting
+        group.append(w)
+        self._n_waiting += 1
+
+    def _set_group(self, pair: tuple[str, str], group: list[Waiting]) -> None:
+        old = self._waiting.get(pair, [])
+        self._n_waiting += len(group) - len(old)
+        if group:
+            self._waiting[pair] = group
+        else:
+            self._waiting.pop(pair, None)
+
+
+def _unlinked_reason(w: Waiting, within_ms: int) -> str:
+    return (
+        f"unlinked: no event linked {w.key} {w.value!r} to an order within {format_duration(within_ms)} "
+        f"(hop {w.event.hop}); send the linking event with attrs.{w.key}, or check the journeys file's keys"
+    )
+
+
+__all__ = ["KeyLink", "LinkLookup", "StitchStats", "Stitcher", "Waiting"]
