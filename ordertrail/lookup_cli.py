@@ -155,6 +155,9 @@ def render(view: Mapping[str, Any], *, width: int = 100) -> str:
         f"trace {s(view['trace_id'])}" if view.get("trace_id") else "",
         f"flow {s(view['journey'])}" if view.get("journey") else "",
     ]
+    found_by = view.get("found_by")
+    if isinstance(found_by, Mapping):  # looked up by another key of the order (stitching)
+        ids.append(f"found by {s(found_by.get('key'))} {s(found_by.get('value'))}")
     lines += [" · ".join(i for i in ids if i), "", *para(view.get("explanation"))]
     if view.get("advice"):
         lines += ["", "What to tell the customer:", *para(view["advice"], "  ")]

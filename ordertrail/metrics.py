@@ -262,6 +262,20 @@ class PipelineCollector(Collector):
         yield GaugeMetricFamily(
             "ordertrail_ready", "1 once open orders are restored and the pipeline runs", value=1 if p.stats.ready else 0
         )
+        if p.stitcher is not None:
+            st = p.stitcher.stats
+            stitched = CounterMetricFamily(
+                "ordertrail_stitch_events", "Events reported under another key of their order", labels=["result"]
+            )
+            for result, n in (("rekeyed", st.rekeyed), ("waited", st.waited), ("unlinked", st.unlinked)):
+                stitched.add_metric([result], n)
+            yield stitched
+            yield CounterMetricFamily(
+                "ordertrail_stitch_links", "Links learned between keys and orders", value=st.linked
+            )
+            yield GaugeMetricFamily(
+                "ordertrail_stitch_waiting", "Events waiting for the event that links their key", value=len(p.stitcher)
+            )
         if self._extra is not None:
             yield from self._extra()
 

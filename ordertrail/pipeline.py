@@ -131,20 +131,12 @@ class Pipeline:
         return view
 
     def unknown_order(self, order_id: str) -> dict[str, Any]:
-        return explain_unknown(
-            order_id,
-            [
-                "every hop event received (by order id)",
-                *(
-                    [
-                        f"the other keys of orders ({', '.join(sorted({k.name for j in self.journeys.journeys.values() for k in j.keys}))})"
-                    ]
-                    if self.stitcher.active
-                    else []
-                ),
-                f"the open orders of journeys {', '.join(sorted(self.journeys.journeys))}",
-            ],
-        )
+        checked = ["every hop event received (by order id)"]
+        keys = sorted({k.name for j in self.journeys.journeys.values() for k in j.keys})
+        if keys:
+            checked.append(f"the other keys of orders ({', '.join(keys)})")
+        checked.append(f"the open orders of journeys {', '.join(sorted(self.journeys.journeys))}")
+        return explain_unknown(order_id, checked)
 
     def search(self, *, customer_id: str | None, trace_id: str | None, limit: int) -> list[dict[str, Any]]:
         found = self.store.orders(customer_id=customer_id, trace_id=trace_id, limit=limit)
