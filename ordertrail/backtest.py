@@ -41,6 +41,7 @@ from tracer.errors import EventError, JourneysError, StoreError
 from tracer.events import decode_line
 from tracer.journeys import Journeys, load_journeys
 from tracer.model import FINDING_KINDS, OPEN, RESOLVED, Finding, HopEvent
+from tracer.stitch import Stitcher
 from tracer.times import DURATION_HELP, TS_HELP, parse_duration, parse_ts
 
 EXIT_OK: Final = 0
@@ -128,13 +129,18 @@ def read_events(
     position: Callable[[], int] | None = None,
     *,
     lean: bool = False,
+    stitcher: Stitcher | None = None,
 ) -> ReadResult:
     """Decode every line of ``stream``; ``report(line_number, reason)`` for each rejected one.
 
     Blank lines are skipped silently. Only the decoded events are kept; ``lean`` keeps only the
     fields the tracer reads (no attrs, span ids or service; hop and journey names shared), about
     a third of the memory, for a replay whose events are not stored. ``position()`` tells the
-    progress bar how far into the input we are (bytes); without it the bytes read are counted."""
+    progress bar how far into the input we are (bytes); without it the bytes read are counted.
+
+    With a ``stitcher`` (journeys that declare other keys), events reported under another key of
+    their order are re-keyed; those whose link comes later in the file wait for it, and those whose
+    link never comes are reported as unlinked at the end, with their line number."""
     out = ReadResult([])
     events = out.events
     append = events.append
@@ -157,6 +163,11 @@ def read_events(
                 out.rejected += 1
                 report(n, str(exc))
                 continue
+            if stitcher is not None:
+                moved = stitcher.stitch(ev, 0, n)
+                if moved is None:
+                    continue
+                ev = moved
             if lean:
                 h, j = ev.hop, ev.journey
                 ev = HopEvent(
@@ -168,6 +179,13 @@ def read_events(
             if position is None:
                 read += sum(map(len, chunk))
             progress.update(position() if position is not None else read, len(events))
+    if stitcher is not None:
+        events.extend(stitcher.drain_released())
+        for w in stitcher.drain_waiting():
+            out.rejected += 1
+            report(
+                w.offset, f"unlinked: no event in the file linked {w.key} {w.value!r} to an order (hop {w.event.hop})"
+            )
     out.lines = n - blank
     return out
 
@@ -316,7 +334,10 @@ def main(
 
         reading = Progress.on(stderr, "reading", total, BYTES, quiet=quiet)
         try:
-            read = read_events(source, report, reading, position, lean=store is None)
+            stitcher = Stitcher(journeys)
+            read = read_events(
+                source, report, reading, position, lean=store is None, stitcher=stitcher if stitcher.active else None
+            )
         except (OSError, EOFError, zlib.error) as exc:
             return _usage([f"EVENTS: {args.events}: cannot be read: {exc}"], stderr)
         finally:

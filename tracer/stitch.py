@@ -210,6 +210,14 @@ class Stitcher:
         self._new_links, self._added, self._done = [], [], []
         return out
 
+    def drain_waiting(self) -> list[Waiting]:
+        """Every event still waiting, removed (a backtest's end: their links never came)."""
+        out = [w for group in self._waiting.values() for w in group]
+        self._waiting.clear()
+        self._n_waiting = 0
+        self.stats.unlinked += len(out)
+        return out
+
     def restore(self, waiting: Iterable[Waiting]) -> int:
         """Events that were waiting when the pipeline stopped (from the store)."""
         n = 0
