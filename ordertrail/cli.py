@@ -150,12 +150,18 @@ def _describe_journey(j: Journey) -> list[str]:
         rows.append((s.hop, s.after, format_duration(s.within_ms), stall, "confirmation" if s.confirmation else ""))
     widths = [max(len(row[c]) for row in rows) for c in range(5)]
     table = ["    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    keys = [
+        f"    {k.name}: {', '.join(k.steps)} reported under it; linked by attrs.{k.attr} on "
+        f"{', '.join(k.linked_by) if k.linked_by else 'any other hop'}; waits up to {format_duration(k.within_ms)}"
+        for k in j.keys
+    ]
     return [
         title,
         f"  start: {j.start}",
         "  steps:",
         *table,
         f"  complete when seen: {', '.join(j.complete)}",
+        *(["  other keys:", *keys] if keys else []),
         "",
     ]
 

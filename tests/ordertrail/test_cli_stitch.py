@@ -1,6 +1,6 @@
-"""``ordertrail backtest`` with a journeys file that declares other keys: a payment reported under
-its payment id joins its order whether its link is earlier or later in the file, and an event
-whose link never comes is reported on stderr with its line number."""
+"""The command line with a journeys file that declares other keys: ``check`` shows and validates
+them; ``backtest`` joins a payment reported under its payment id to its order whether its link is
+earlier or later in the file, and reports an event whose link never comes with its line number."""
 
 from __future__ import annotations
 
@@ -58,3 +58,15 @@ def test_backtest_stitches_rekeyed_steps_and_reports_unlinked_ones(
     findings = [json.loads(x) for x in out.splitlines()]
     assert [(f["order_id"], f["hop"], f["kind"]) for f in findings] == [("C", "payment.authorized", "missing")]
     assert "line 9: unlinked: no event in the file linked payment_id 'pay-x' to an order" in err
+
+
+def test_check_shows_the_keys_and_refuses_bad_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "j.yaml"
+    path.write_text(JOURNEYS)
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  other keys:\n    payment_id: payment.authorized reported under it; linked by attrs.payment_id" in out
+    path.write_text(JOURNEYS.replace("linked_by: [payment.requested]", "linked_by: [payment.nope]"))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {path}: journey 'web_order', key 'payment_id', field 'linked_by': 'payment.nope' is not" in err
