@@ -143,3 +143,15 @@ def test_required_fields_and_unreadable_files(tmp_path: Path) -> None:
         load_mapping(tmp_path / "absent.yaml")
     with pytest.raises(MappingError, match="not valid YAML"):
         parse_mapping("order_id: [")
+
+
+def test_the_example_mapping_file_works() -> None:
+    mapping = load_mapping(Path(__file__).parents[3] / "examples" / "tap-mapping.yaml")
+    line = {"ts": "2026-11-22 11:02:03,123", "level": "ERROR", "evt": "PaymentFailed", "order": {"id": 1234}}
+    ev = mapping.apply(line)
+    assert ev is not None and (ev.order_id, ev.hop, ev.status, ev.ts) == (
+        "1234",
+        "payment.authorized",
+        "error",
+        1_795_341_723_123,
+    )
