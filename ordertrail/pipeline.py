@@ -73,6 +73,7 @@ class Pipeline:
             stitcher=self.stitcher,
             stitch_store=store,
             partitioner=KeyPartitioner(max(len(partitions), 1)),
+            forward=self._forward,
         )
         self.ingest_stats = IngestStats()
         self.registry.register(PipelineCollector(self.processor, self.ingest_stats, labels=labels, hops=sink.hops))
@@ -107,6 +108,11 @@ class Pipeline:
     def count_rejected(self, n: int) -> None:
         """Events of an ingest request that failed validation (answered with their reasons)."""
         self.ingest_stats.rejected += n
+
+    def _forward(self, events: Sequence[HopEvent]) -> None:
+        """Re-keyed events whose order another tracer owns: back to the bus under the order id."""
+        encode = _ENCODE.encode
+        self._producer.produce_batch(HOPS_TOPIC, [Message(ev.order_id, encode(event_to_wire(ev))) for ev in events])
 
     def order_view(self, order_id: str) -> dict[str, Any] | None:
         record = self.store.order(order_id)

@@ -13,9 +13,11 @@ The clock (``tracer.clock.PartitionClock``) moves with event time, and with wall
 every owned partition is caught up, so a backlog never looks like lost orders.
 
 With a ``tracer.stitch.Stitcher``, each decoded event passes through it first: events reported
-under another key of their order are re-keyed (fed to the engine under the order's partition), or
-wait for their link; new links, waiting events and released ones are stored with the batch, and
-events that waited too long go to the dead-letter sink as unlinked.
+under another key of their order are re-keyed and fed to the engine under the order's partition —
+or, when another processor owns that partition and a ``forward`` is given, produced back to the
+bus under the order id for it, durably before the commit — or wait for their link. New links and
+waiting events are stored with the batch, and events that waited too long go to the dead-letter
+sink as unlinked.
 
 This module knows the consumer and the store only through the small protocols below.
 """
@@ -94,6 +96,7 @@ class _Batch:
     snapshots: list[OrderSnapshot]
     positions: dict[int, int]
     stitch: _StitchChanges | None = None
+    forward: list[HopEvent] | None = None
 
 
 @dataclass(slots=True)
@@ -126,6 +129,7 @@ class Processor:
         stitcher: Stitcher | None = None,
         stitch_store: StitchStore | None = None,
         partitioner: Callable[[str], int] | None = None,
+        forward: Callable[[Sequence[HopEvent]], None] | None = None,
     ) -> None:
         self._source = source
         self._sink = sink
@@ -140,6 +144,9 @@ class Processor:
         self.stitcher = stitcher if stitcher is not None and stitcher.active else None
         self._stitch_store = stitch_store
         self._partition_of = partitioner
+        self._forward = forward
+        self._owned = frozenset(self.partitions)
+        self._forwarding: list[HopEvent] = []
         self.stats = ProcessorStats()
         self._pending: _Batch | None = None
         self.lock = threading.Lock()  # held while the engine changes; readers of engine state take it
@@ -190,6 +197,9 @@ class Processor:
                         if moved is None:
                             continue  # waits for its link
                         ev, partition = moved, self._partition(moved.order_id, partition)
+                        if partition not in self._owned and self._forward is not None:
+                            self._forwarding.append(ev)
+                            continue
                 clock.observe(rec.partition, ev.ts)
                 if n % self._advance_every == 0:
                     self._advance()
@@ -204,8 +214,9 @@ class Processor:
         self.stats.records += len(records)
         if rejected:
             self._reject(rejected)  # durable before the positions past them are committed
-        if records or findings or (stitched is not None and any(stitched)):
-            self._flush(_Batch(events, findings, snapshots, positions, stitched))
+        forwarding, self._forwarding = self._forwarding, []
+        if records or findings or forwarding or (stitched is not None and any(stitched)):
+            self._flush(_Batch(events, findings, snapshots, positions, stitched, forwarding))
             self.stats.batches += 1
             self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
         return len(records)
@@ -240,6 +251,9 @@ class Processor:
         """Feed the events whose link arrived this cycle, report the ones that waited too long."""
         for ev in stitcher.drain_released():
             partition = self._partition(ev.order_id, 0)
+            if partition not in self._owned and self._forward is not None:
+                self._forwarding.append(ev)
+                continue
             self.clock.observe(partition, ev.ts)
             self.tracer.on_event(ev, partition)
             events.append(ev)
@@ -255,6 +269,8 @@ class Processor:
 
     def _flush(self, batch: _Batch) -> None:
         self._pending = batch
+        if batch.forward and self._forward is not None:
+            self._forward(batch.forward)  # a retry forwards again: the owner drops the duplicates
         if batch.stitch is not None and self._stitch_store is not None and any(batch.stitch):
             try:
                 self._stitch_store.write_stitch(*batch.stitch)

@@ -5,10 +5,12 @@ never comes is reported as unlinked."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import pytest
 
-from tracer.bus import DEADLETTER_TOPIC, ERROR_HEADER, HOPS_TOPIC, KeyPartitioner, Message
+from tracer.bus import DEADLETTER_TOPIC, ERROR_HEADER, HOPS_TOPIC, KeyPartitioner, Message, Record
 from tracer.clock import ManualClock, PartitionClock
 from tracer.engine import Tracer
 from tracer.errors import JourneysError
@@ -232,3 +234,76 @@ def test_an_unlinked_event_goes_to_the_dead_letters_and_its_order_is_found_missi
     assert store.waiting_events() == [] and store.order("pay-404") is None
     (letter,) = bus.records(DEADLETTER_TOPIC)
     assert msgspec.json.decode(letter.value)["order_id"] == "pay-404"
+
+
+class OwnedSource:
+    """One tracer's share of the hops topic: the partitions it owns (as a Kafka group assigns)."""
+
+    def __init__(self, bus: MemoryBus, owned: list[int]) -> None:
+        self.bus, self.owned = bus, owned
+        self.next = dict.fromkeys(owned, 0)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        out: list[Record] = []
+        for p in self.owned:
+            taken = self.bus.records(HOPS_TOPIC, p)[self.next[p] :]
+            self.next[p] += len(taken)
+            out += taken
+        return out
+
+    def commit(self, positions: dict[int, int]) -> None:
+        pass
+
+    def lag(self) -> dict[int, int]:
+        return {p: len(self.bus.records(HOPS_TOPIC, p)) - self.next[p] for p in self.owned}
+
+
+def test_with_two_tracers_a_rekeyed_event_is_forwarded_to_the_owner_of_its_order(wall: ManualClock) -> None:
+    journeys = parse_journeys(JOURNEYS)
+    bus, store = MemoryBus({HOPS_TOPIC: 4}), MemStore()
+    part = KeyPartitioner(4)
+    order = "o-1"
+    alias = next(f"pay-{i}" for i in range(100) if (part(f"pay-{i}") < 2) != (part(order) < 2))
+
+    def forward(events: Sequence[HopEvent]) -> None:
+        bus.produce_batch(HOPS_TOPIC, [Message(e.order_id, msgspec.json.encode(event_to_wire(e))) for e in events])
+
+    tracers = [
+        Processor(
+            OwnedSource(bus, owned),
+            store,
+            Tracer(journeys),
+            PartitionClock(wall, in_flight_ms=0, warmup_ms=0),
+            owned,
+            stitcher=Stitcher(journeys, lookup=store.key_links),
+            stitch_store=store,
+            partitioner=part,
+            forward=forward,
+        )
+        for owned in ([0, 1], [2, 3])
+    ]
+    bus.produce_batch(
+        HOPS_TOPIC,
+        [
+            Message(order, msgspec.json.encode(event_to_wire(ev(order, "checkout.placed", T0)))),
+            Message(
+                order, msgspec.json.encode(event_to_wire(ev(order, "payment.requested", T0 + 1, payment_id=alias)))
+            ),
+            Message(alias, msgspec.json.encode(event_to_wire(ev(alias, "payment.authorized", T0 + 2)))),
+        ],
+    )
+    for _ in range(3):  # the alias's tracer finds the link in the store (rechecked each second), forwards
+        for t in tracers:
+            t.step()
+        wall.advance(1_000)
+    owner = tracers[0] if part(order) < 2 else tracers[1]
+    state = owner.tracer.order(order)
+    assert state is not None
+    record = store.order(order)
+    assert record is not None and [e.hop for e in record.events] == [
+        "checkout.placed",
+        "payment.requested",
+        "payment.authorized",
+    ]
+    assert record.snapshot is not None and record.snapshot.next_hop == "fulfilment.shipped"
+    assert all(t.tracer.order(alias) is None for t in tracers)
