@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, engine, live, metrics, otlp, store
+from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, engine, live, metrics, otlp, store, taps
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,8 @@ BENCHES: list[Bench] = [
     Bench("lookup-api", 3, "Lookup API at ≥ 1M orders", live.lookup_api),
     Bench("metrics", 5, "A `/metrics` scrape at many open orders", metrics.scrape),
     Bench("otlp", 6, "OTLP/HTTP ingest of protobuf spans (`POST /v1/traces`)", otlp.otlp),
+    Bench("stitch", 6, "Stitching re-keyed orders in front of the engine", taps.stitch),
+    Bench("tap", 6, "Tap mapping of JSON lines to hop events", taps.tap),
 ]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 WORK = ROOT / "bench" / ".work"

@@ -131,7 +131,9 @@ class Stitcher:
             for spec in links:
                 value = attrs.get(spec.attr)
                 if value and value != ev.order_id:
-                    self._learn(KeyLink(spec.name, value, ev.order_id, ev.trace_id, ev.ts))
+                    known = self._cache.get((spec.name, value))
+                    if known is None or known.order_id != ev.order_id or (spec.name, value) in self._waiting:
+                        self._learn(KeyLink(spec.name, value, ev.order_id, ev.trace_id, ev.ts))
         keyed = self._keyed.get(hop)
         if keyed is None:
             return ev
