@@ -82,6 +82,9 @@ def main(args: argparse.Namespace) -> int:
         if args.tap_kind == "logs":
             return _logs(args, tap, state)
         return _kafka(args, tap)
+    except OSError as exc:  # the state directory or the dead-letter file cannot be written
+        sys.stderr.write(f"error: {exc}; the tap stopped, and reads again from its last saved position\n")
+        return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -160,6 +160,7 @@ class Processor:
         snapshots, findings = self._sink.open_orders(self.partitions)
         store = self._stitch_store
         waiting = store.waiting_events() if self.stitcher is not None and store is not None else []
+        waiting = [w for w in waiting if w.partition in self._owned]  # the events read from our partitions
         with self.lock:
             n = self.tracer.restore(snapshots, findings)
             if self.stitcher is not None:

@@ -126,6 +126,10 @@ class HttpDelivery:
             return list(result.rejected)
         if result.outcome == "retry":
             raise RetryLater(result.detail, result.retry_after)
+        if result.detail.startswith("HTTP 413") and len(events) > 1:  # too large: send it in halves
+            half = len(events) // 2
+            first = self.deliver(events[:half])
+            return first + [(i + half, why) for i, why in self.deliver(events[half:])]
         return [(i, f"the server refused the batch: {result.detail}") for i in range(len(events))]
 
     def close(self) -> None:

@@ -272,7 +272,7 @@ class Follower:
             f.head_len, f.head = len(head), _digest(head)
         while size > f.offset and len(out) < max_lines:
             f.fh.seek(f.offset)
-            data = f.fh.read(min(_READ_CHUNK, max(self._max_line + 1, 65_536)))
+            data = f.fh.read(max(_READ_CHUNK, self._max_line + 1))  # room for one whole line at least
             if not data:
                 return
             if f.discarding:

@@ -7,8 +7,18 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from collectors.sdk import RetryPolicy
-from collectors.taps import DeadLetterFile, PositionFile, RetryLater, SourceRecord, Tap, open_log_tap, parse_mapping
+from collectors.sdk import RetryPolicy, SendResult
+from collectors.taps import (
+    DeadLetterFile,
+    HttpDelivery,
+    PositionFile,
+    RetryLater,
+    SourceRecord,
+    Tap,
+    open_log_tap,
+    parse_mapping,
+)
+from tracer.events import validate
 from tracer.model import HopEvent
 
 MAPPING = parse_mapping("order_id: id\nhop: {field: what}\nts: {field: at}\n")
@@ -67,6 +77,26 @@ def test_bad_records_go_to_the_dead_letters_with_their_reason_and_cost_no_other(
     assert (tap.stats.events, tap.stats.dead_letters, tap.stats.skipped) == (2, 4, 1)
 
 
+def test_a_batch_too_large_for_the_server_is_sent_in_halves(tmp_path: Path) -> None:
+    bodies: list[int] = []
+
+    class Transport:
+        def send(self, body: bytes) -> SendResult:
+            lines = body.count(b"\n") + 1
+            bodies.append(lines)
+            if lines > 2:
+                return SendResult("fail", detail="HTTP 413: the body is too large")
+            return SendResult("ok", accepted=lines, rejected=((0, "nope"),) if b"refused" in body else ())
+
+    delivery = HttpDelivery("http://127.0.0.1:1")
+    delivery._transport = Transport()  # type: ignore[assignment]
+    events = [
+        validate({"order_id": f"o-{i}", "hop": "refused.x" if i == 4 else "a.b", "ts": 1795341723123}) for i in range(6)
+    ]
+    assert delivery.deliver(events) == [(4, "nope")]
+    assert bodies == [6, 3, 1, 2, 3, 1, 2]
+
+
 def test_delivery_is_retried_until_accepted(tmp_path: Path) -> None:
     delivery = FakeDelivery(outages=3)
     tap = Tap(MAPPING, delivery, DeadLetterFile(tmp_path / "d"), retry=FAST)
@@ -92,3 +122,36 @@ def test_positions_are_saved_only_after_delivery(tmp_path: Path) -> None:
     log_tap.follower.close()
     assert [p.offset for p in positions.load()] == [log.stat().st_size]
     assert [ev.order_id for ev in delivery.delivered] == ["o-1"]
+
+
+class FlakyCommits:
+    """A Kafka source double whose first commit fails as kafka-python's does after a rebalance."""
+
+    def __init__(self) -> None:
+        self.batches = [[rec(0, '{"id": "o-1", "what": "checkout.placed", "at": 1795341723123}')], []]
+        self.commits = 0
+        self.closed = False
+
+    def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        return self.batches.pop(0) if self.batches else []
+
+    def commit(self) -> None:
+        self.commits += 1
+        if self.commits == 1:
+            raise RuntimeError("CommitFailedError: the group has already rebalanced")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_failed_kafka_commit_does_not_stop_the_tap(tmp_path: Path) -> None:
+    from collectors.taps.kafka import KafkaTap
+
+    source = FlakyCommits()
+    delivery = FakeDelivery()
+    kafka_tap = KafkaTap(Tap(MAPPING, delivery, DeadLetterFile(tmp_path / "d")), source)
+    assert kafka_tap.step() == 1 and kafka_tap.commits == 0
+    assert kafka_tap.step() == 0
+    kafka_tap.tap.stop.set()
+    kafka_tap.run()
+    assert source.closed and len(delivery.delivered) == 1

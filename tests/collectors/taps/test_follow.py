@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from collectors.taps.follow import Follower, PositionFile
+from collectors.taps.follow import MAX_LINE_BYTES, Follower, PositionFile
 
 _open: list[Follower] = []
 
@@ -179,3 +179,10 @@ def test_an_unreadable_position_file_starts_over(tmp_path: Path) -> None:
     path = tmp_path / "positions.json"
     path.write_text("{not json")
     assert PositionFile(path).load() == []
+
+
+def test_a_line_over_the_default_limit_does_not_stall_the_file(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    write(log, "x" * (MAX_LINE_BYTES + 10), "next")
+    lines = follow([str(log)]).poll()
+    assert [(len(line.data), line.too_long) for line in lines] == [(MAX_LINE_BYTES, True), (4, False)]
