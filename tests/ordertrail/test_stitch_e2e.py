@@ -29,7 +29,8 @@ journeys:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def stitch_server(tmp_path: Path) -> Iterator[Server]:
+    """The shared ``server`` fixture's server, with a journeys file that declares a key."""
     s = Server(tmp_path)
     (tmp_path / "journeys.yaml").write_text(JOURNEYS)
     s.start()
@@ -41,7 +42,8 @@ def hops(view: dict[str, object]) -> list[str]:
     return [h["hop"] for h in view["hops"]]  # type: ignore[attr-defined]
 
 
-def test_a_rekeyed_step_joins_its_order_and_trace_whether_its_link_came_first_or_not(server: Server) -> None:
+def test_a_rekeyed_step_joins_its_order_and_trace_whether_its_link_came_first_or_not(stitch_server: Server) -> None:
+    server = stitch_server
     t = now_ms()
     server.post(
         [
@@ -81,7 +83,8 @@ def test_a_rekeyed_step_joins_its_order_and_trace_whether_its_link_came_first_or
     assert 'ordertrail_stitch_events_total{result="rekeyed"} 2.0' in server.get("/metrics")[1]
 
 
-def test_an_event_waiting_for_its_link_survives_a_restart(server: Server) -> None:
+def test_an_event_waiting_for_its_link_survives_a_restart(stitch_server: Server) -> None:
+    server = stitch_server
     t = now_ms()
     server.post([ev("R-1", "checkout.placed", t), ev("pay-r", "payment.authorized", t + 300)])
     server.wait_for("/metrics", lambda b: "ordertrail_stitch_waiting 1.0" in b)

@@ -58,14 +58,6 @@ def broker() -> Iterator[str]:
         proc.wait(10)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path)
-    s.start()
-    yield s
-    s.stop()
-
-
 def produce(brokers: str, topic: str, messages: list[tuple[str, bytes, int]]) -> None:
     from kafka import KafkaProducer
 

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,6 @@ hop: {field: event, map: {placed: checkout.placed, paid: payment.authorized}}
 ts: {field: time, format: epoch_ms}
 service: {value: legacy-shop}
 """
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path)
-    s.start()
-    yield s
-    s.stop()
 
 
 class TapProcess:
