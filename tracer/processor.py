@@ -255,8 +255,7 @@ class Processor:
             if partition not in self._owned and self._forward is not None:
                 self._forwarding.append(ev)
                 continue
-            self.clock.observe(partition, ev.ts)
-            self.tracer.on_event(ev, partition)
+            self.tracer.on_event(ev, partition)  # the clock follows records as read; this one was read before
             events.append(ev)
         now = self.clock.now()
         if now is not None:

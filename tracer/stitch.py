@@ -199,7 +199,8 @@ class Stitcher:
 
     def drain_changes(self) -> tuple[list[KeyLink], list[Waiting], list[Waiting]]:
         """(new links, events that began to wait, events that stopped waiting) since the last call,
-        for the store. Events that began and stopped within one cycle are in neither list."""
+        for the store. An event that began and stopped waiting within one cycle is only in the
+        last list (marking done a row never written is harmless)."""
         wanted = dict.fromkeys((w.key, w.value, w.event.event_id) for w in self._added)
         current = {
             (w.key, w.value, w.event.event_id): w
@@ -234,7 +235,8 @@ class Stitcher:
 
     def _known(self, key: str, value: str) -> KeyLink | None:
         link = self._cache.get((key, value))
-        if link is None and self._lookup is not None:
+        if link is None and self._lookup is not None and (key, value) not in self._waiting:
+            # Not asked again while others wait for the same key: ``recheck`` asks for them all.
             for found in self._lookup([(key, value)]):
                 self._remember(found)
                 if found.key == key and found.value == value:
