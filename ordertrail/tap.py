@@ -31,7 +31,7 @@ log = logging.getLogger("ordertrail.tap")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="tap_kind", metavar="KIND", required=True)
+    sub = parser.add_subparsers(dest="tap_kind", metavar="{logs,kafka}", required=True)
     logs = sub.add_parser("logs", help="follow JSON-lines log files (rotation, new files by glob)")
     kafka = sub.add_parser("kafka", help="consume an existing business topic in its own consumer group")
     for p in (logs, kafka):

@@ -38,15 +38,16 @@ class KafkaSource:
         from kafka import KafkaConsumer
 
         self.topic = topic
-        self._consumer = KafkaConsumer(
-            topic,
-            bootstrap_servers=brokers,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"ordertrail-tap-{group}",
+        settings: dict[str, Any] = {
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "client_id": f"ordertrail-tap-{group}",
+            # A tap is one small member: a short session lets a restarted tap rejoin in seconds.
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 3_000,
             **config,
-        )
+        }
+        self._consumer = KafkaConsumer(topic, bootstrap_servers=brokers, group_id=group, **settings)
 
     def poll(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
         batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)

@@ -5,8 +5,10 @@ tap in the same group reads nothing twice (its offsets were committed after deli
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +136,48 @@ def test_kafka_tap_maps_a_business_topic_and_commits_after_delivery(
     assert again.tap.stats.records == 1 and len(dead.read()) == 2
     server.wait_for("/v1/orders/K-9", lambda b: len(b["hops"]) == 1, timeout=30)
     delivery.close()
+
+
+def test_the_kafka_tap_command_runs_until_sigterm(broker: str, server: Server, tmp_path: Path) -> None:
+    topic = "shop.cli"
+    create_topic(broker, topic)
+    t = now_ms()
+    produce(
+        broker, topic, [("C-1", json.dumps({"type": "OrderPlaced", "customer": "c-2"}).encode(), t), ("C-1", b"?", t)]
+    )
+    (tmp_path / "mapping.yaml").write_text(MAPPING)
+    log = tmp_path / "tap.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ordertrail",
+                "tap",
+                "kafka",
+                "--mapping",
+                str(tmp_path / "mapping.yaml"),
+                "--server",
+                server.url,
+                "--brokers",
+                broker,
+                "--topic",
+                topic,
+                "--state",
+                str(tmp_path / "state"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        view = server.wait_for("/v1/orders/C-1", lambda b: len(b["hops"]) == 1, timeout=60)
+        assert view["customer_id"] == "c-2"
+        deadline = time.monotonic() + 30
+        dead = DeadLetterFile(tmp_path / "state" / "deadletters.ndjson")
+        while not dead.read() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [d.record for d in dead.read()] == ["?"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    assert "tap stopped: 2 records, 1 events accepted" in log.read_text()
