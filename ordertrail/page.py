@@ -86,6 +86,9 @@ def _order(view: Mapping[str, Any]) -> str:
         f"<li>Trace id: {_link(view['trace_id'])}</li>" if view.get("trace_id") else "",
         f"<li>Flow: <code>{_e(view['journey'])}</code></li>" if view.get("journey") else "",
     ]
+    found_by = view.get("found_by")
+    if isinstance(found_by, Mapping):  # looked up by another key of the order (stitching)
+        meta.append(f"<li>Found by {_e(found_by.get('key'))} <code>{_e(found_by.get('value'))}</code></li>")
     out = [
         f"<h1>Order {_e(view.get('order_id'))} {_badge(status)}</h1>",
         f'<ul class="meta">{"".join(meta)}</ul>',

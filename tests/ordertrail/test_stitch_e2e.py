@@ -72,7 +72,7 @@ def test_a_rekeyed_step_joins_its_order_and_trace_whether_its_link_came_first_or
     assert by_payment["found_by"] == {"key": "payment_id", "value": "pay-1"}
     assert hops(by_payment) == expected
     status, page = server.get("/?q=pay-1")
-    assert status == 200 and "S-1" in page
+    assert status == 200 and "S-1" in page and "Found by payment_id <code>pay-1</code>" in page
     lookup = subprocess.run(
         [sys.executable, "-m", "ordertrail", "lookup", "pay-2", "--server", server.url],
         capture_output=True,
