@@ -99,9 +99,9 @@ _INSERT_COLUMNS: Final = {
     "findings": (*_FINDING_COLUMNS, "version"),
     "orders": (*_SNAPSHOT_COLUMNS, "version"),
     "trail": ("order_id", "kind", "id", "version", "ts", "doc"),
+    "order_keys": ("value", "key", "order_id", "trace_id", "ts", "version"),
+    "stitch_waiting": ("key", "value", "event_id", "partition", "offset", "since", "doc", "done", "version"),
 }
-_KEY_COLUMNS: Final = ("value", "key", "order_id", "trace_id", "ts", "version")
-_WAITING_COLUMNS: Final = ("key", "value", "event_id", "partition", "offset", "since", "doc", "done", "version")
 _MS_COLUMNS: Final = frozenset({"ts", "due_at", "detected_at", "resolved_at", "first_ts", "last_ts", "next_due"})
 _ENCODE: Final = msgspec.json.Encoder().encode
 _EVENT_DOC: Final = msgspec.json.Decoder(HopEvent).decode
@@ -451,7 +451,6 @@ class Store:
                     [k.ts for k in links],
                     [version] * len(links),
                 ],
-                _KEY_COLUMNS,
             )
         rows = [*((w, False) for w in waiting), *((w, True) for w in done)]
         if rows:
@@ -468,7 +467,6 @@ class Store:
                     [d for _, d in rows],
                     list(range(version, version + len(rows))),
                 ],
-                _WAITING_COLUMNS,
             )
 
     def key_links(self, pairs: Sequence[tuple[str, str]]) -> list[KeyLink]:
