@@ -4,8 +4,9 @@ and the bus and store adapters. The names below are the public API; modules are 
 from tracer.engine import OrderSnapshot, Tracer, TracerStats
 from tracer.errors import BodyError, EventError, JourneysError, StoreError, TracerError
 from tracer.events import Batch, decode_batch, decode_line, validate
-from tracer.journeys import Journey, Journeys, Step, load_journeys, parse_journeys
+from tracer.journeys import Journey, Journeys, KeySpec, Step, load_journeys, parse_journeys
 from tracer.model import Finding, HopEvent, event_to_wire, format_ts
+from tracer.stitch import KeyLink, Stitcher
 from tracer.times import parse_duration, parse_ts
 
 __all__ = [
@@ -17,8 +18,11 @@ __all__ = [
     "Journey",
     "Journeys",
     "JourneysError",
+    "KeyLink",
+    "KeySpec",
     "OrderSnapshot",
     "Step",
+    "Stitcher",
     "StoreError",
     "Tracer",
     "TracerError",
