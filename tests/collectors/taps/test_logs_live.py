@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -115,3 +116,35 @@ def test_log_tap_across_rotations_and_a_restart(server: Server, tmp_path: Path) 
     reasons = sorted(d.reason.split(":")[0] for d in dead)
     assert reasons == ["line", "not JSON", "not JSON", "order_id (from order)"], dead
     assert len({d.record for d in dead}) == 4  # each bad line once
+
+
+def test_a_log_tap_killed_mid_stream_loses_no_line(server: Server, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    app.touch()
+    tap = TapProcess(tmp_path, server, str(logs / "*.log"))
+    tap.start()
+    t = now_ms()
+    orders = [f"K-{i:03d}" for i in range(120)]
+
+    def write(some: list[str]) -> None:
+        for order in some:
+            lines(app, *placed_and_paid(order, t))
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=write, args=(orders[:60],))
+    writer.start()
+    wait_paid(server, orders[5])
+    assert tap.proc is not None
+    tap.proc.send_signal(signal.SIGKILL)  # mid-stream: the writer is still writing
+    tap.proc.wait(10)
+    writer.join()
+    app.rename(logs / "app.log.1")  # rotated while the tap is down, out of its pattern
+    write(orders[60:])  # into a new app.log
+    tap.start()
+    try:
+        for order in orders:
+            wait_paid(server, order)
+    finally:
+        assert tap.stop() == 0, tap.log.read_text()
