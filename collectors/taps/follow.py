@@ -9,7 +9,8 @@ glob patterns match. A file is known by its (device, inode), not its name, so:
 * rotation by copytruncate (``app.log`` copied, then truncated in place): a file shorter than the
   position read is read again from its start. Lines written between the copy and the truncation
   are lost to every reader; that is copytruncate's nature (prefer rename rotation);
-* new files that match a pattern are picked up at the next scan, from their start.
+* new files that match a pattern are picked up at the next scan, from their start; compressed
+  rotations (``.gz`` and the like) are left alone.
 
 A partial last line (no newline yet) is left for the next poll. A line longer than
 ``max_line_bytes`` is returned once, cut, with ``too_long`` set, and the rest of it skipped.
@@ -44,6 +45,7 @@ log = logging.getLogger("ordertrail.tap.follow")
 HEAD_BYTES: Final = 256  # how much of a file's start fingerprints it
 MAX_LINE_BYTES: Final = 1024 * 1024
 _READ_CHUNK: Final = 1024 * 1024
+COMPRESSED: Final = (".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4")  # rotated and compressed: never JSON lines
 
 FileKey = tuple[int, int]  # (st_dev, st_ino)
 
@@ -182,6 +184,8 @@ class Follower:
         seen: set[FileKey] = set()
         for pattern in self.patterns:
             for path in sorted(glob.glob(pattern)):
+                if path.endswith(COMPRESSED):
+                    continue
                 try:
                     st = os.stat(path)
                 except OSError:

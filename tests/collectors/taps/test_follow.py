@@ -104,10 +104,11 @@ def test_copytruncate_rotation_reads_the_truncated_file_from_its_start(tmp_path:
 
 def test_new_files_matching_the_glob_are_picked_up(tmp_path: Path) -> None:
     write(tmp_path / "a.log", "a1")
-    follower = follow([str(tmp_path / "*.log")])
+    follower = follow([str(tmp_path / "*.log"), str(tmp_path / "*.gz")])
     assert texts(follower) == ["a1"]
     write(tmp_path / "b.log", "b1")
     write(tmp_path / "b.txt", "ignored")
+    write(tmp_path / "c.log.gz", "compressed rotations are left alone")
     assert texts(follower) == ["b1"]
 
 
