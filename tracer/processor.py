@@ -145,12 +145,21 @@ class Processor:
         self._stitch_store = stitch_store
         self._partition_of = partitioner
         self._forward = forward
-        self._owned = frozenset(self.partitions)
         self._forwarding: list[HopEvent] = []
         self.stats = ProcessorStats()
         self._pending: _Batch | None = None
         self.lock = threading.Lock()  # held while the engine changes; readers of engine state take it
         clock.assign(self.partitions)
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this processor owns (a group rebalance may replace them)."""
+        return self._partitions
+
+    @partitions.setter
+    def partitions(self, partitions: Iterable[int]) -> None:
+        self._partitions = sorted(partitions)
+        self._owned = frozenset(self._partitions)
 
     def add_listener(self, listener: FindingListener) -> None:
         self._listeners.append(listener)

@@ -221,6 +221,18 @@ class Stitcher:
         self.stats.unlinked += len(out)
         return out
 
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        """Forget the waiting events read from ``partitions`` (revoked: their new owner restores
+        them from the store); returns how many."""
+        gone = set(partitions)
+        n = 0
+        for pair, group in list(self._waiting.items()):
+            keep = [w for w in group if w.partition not in gone]
+            n += len(group) - len(keep)
+            if len(keep) != len(group):
+                self._set_group(pair, keep)
+        return n
+
     def restore(self, waiting: Iterable[Waiting]) -> int:
         """Events that were waiting when the pipeline stopped (from the store)."""
         n = 0

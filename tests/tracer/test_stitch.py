@@ -307,3 +307,36 @@ def test_with_two_tracers_a_rekeyed_event_is_forwarded_to_the_owner_of_its_order
     ]
     assert record.snapshot is not None and record.snapshot.next_hop == "fulfilment.shipped"
     assert all(t.tracer.order(alias) is None for t in tracers)
+
+
+def test_waiting_events_of_revoked_partitions_are_dropped() -> None:
+    s = Stitcher(parse_journeys(JOURNEYS))
+    s.stitch(ev("pay-1", "payment.authorized", T0), partition=1)
+    s.stitch(ev("pay-2", "payment.authorized", T0), partition=2)
+    assert s.drop_partitions([1]) == 1 and len(s) == 1
+    s.stitch(ev("o-2", "payment.requested", T0, payment_id="pay-2"))
+    assert [e.order_id for e in s.drain_released()] == ["o-2"]
+
+
+def test_a_processor_forwards_by_the_partitions_it_owns_now(wall: ManualClock) -> None:
+    journeys = parse_journeys(JOURNEYS)
+    bus, store = MemoryBus({HOPS_TOPIC: 4}), MemStore()
+    forwarded: list[HopEvent] = []
+    part = KeyPartitioner(4)
+    proc = Processor(
+        OwnedSource(bus, [0, 1, 2, 3]),
+        store,
+        Tracer(journeys),
+        PartitionClock(wall, in_flight_ms=0, warmup_ms=0),
+        [0, 1, 2, 3],
+        stitcher=Stitcher(journeys),
+        stitch_store=store,
+        partitioner=part,
+        forward=forwarded.extend,
+    )
+    proc.partitions = [p for p in range(4) if p != part("o-1")]  # a rebalance took the order's partition
+    link = ev("o-1", "payment.requested", T0, payment_id="pay-1")
+    keyed = ev("pay-1", "payment.authorized", T0 + 1)
+    bus.produce_batch(HOPS_TOPIC, [Message(e.order_id, msgspec.json.encode(event_to_wire(e))) for e in (link, keyed)])
+    proc.step()
+    assert [(e.order_id, e.hop) for e in forwarded] == [("o-1", "payment.authorized")]
