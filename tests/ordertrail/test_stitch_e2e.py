@@ -31,8 +31,7 @@ journeys:
 @pytest.fixture
 def stitch_server(tmp_path: Path) -> Iterator[Server]:
     """The shared ``server`` fixture's server, with a journeys file that declares a key."""
-    s = Server(tmp_path)
-    (tmp_path / "journeys.yaml").write_text(JOURNEYS)
+    s = Server(tmp_path, JOURNEYS)
     s.start()
     yield s
     s.stop()
