@@ -44,6 +44,7 @@ LOCAL_SUFFIX: Final = "_local"
 SHARD_KEYS: Final = {
     "otel_traces": "SpanAttributes['app.order.id']",
     "otel_traces_trace_id_ts": "TraceId",
+    "stitch_waiting": "value",  # waiting for their link: the order is not known yet
 }
 _STATEMENT_END: Final = re.compile(r";[ \t]*(?:\n|$)")
 _CREATE_TABLE: Final = re.compile(

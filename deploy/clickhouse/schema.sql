@@ -227,5 +227,46 @@ SETTINGS index_granularity = 256, min_compress_block_size = 4096, max_compress_b
 CREATE TABLE IF NOT EXISTS ordertrail.trail ON CLUSTER '{cluster}' AS ordertrail.trail_local
 ENGINE = Distributed('{cluster}', ordertrail, trail_local, cityHash64(order_id));
 
+-- ordertrail schema, version 2: stitching re-keyed orders (docs/stitching.md).
+-- Other keys of orders (a payment id, a shipment id): value of key -> its order. The stitcher
+-- re-keys events reported under them, and the lookup finds an order by any of its keys. The
+-- newest link of a (value, key) wins.
+CREATE TABLE IF NOT EXISTS ordertrail.order_keys_local ON CLUSTER '{cluster}'
+(
+    value String CODEC(ZSTD(1)),
+    key LowCardinality(String),
+    order_id String CODEC(ZSTD(1)),
+    trace_id String CODEC(ZSTD(1)),
+    ts DateTime64(3) CODEC(Delta, ZSTD(1)),
+    version UInt64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/ordertrail/order_keys_local', '{replica}', version)
+ORDER BY (value, key)
+SETTINGS index_granularity = 1024;
+
+CREATE TABLE IF NOT EXISTS ordertrail.order_keys ON CLUSTER '{cluster}' AS ordertrail.order_keys_local
+ENGINE = Distributed('{cluster}', ordertrail, order_keys_local, cityHash64(order_id));
+
+-- Events reported under another key whose link had not arrived yet, kept so that a restart
+-- loses none of them; `done` marks the newest version of one that was linked or reported.
+CREATE TABLE IF NOT EXISTS ordertrail.stitch_waiting_local ON CLUSTER '{cluster}'
+(
+    key LowCardinality(String),
+    value String CODEC(ZSTD(1)),
+    event_id String CODEC(ZSTD(1)),
+    `partition` UInt32,
+    `offset` UInt64,
+    since Int64,
+    doc String CODEC(ZSTD(1)),
+    done Bool,
+    version UInt64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/ordertrail/stitch_waiting_local', '{replica}', version)
+ORDER BY (key, value, event_id)
+SETTINGS index_granularity = 1024;
+
+CREATE TABLE IF NOT EXISTS ordertrail.stitch_waiting ON CLUSTER '{cluster}' AS ordertrail.stitch_waiting_local
+ENGINE = Distributed('{cluster}', ordertrail, stitch_waiting_local, cityHash64(value));
+
 -- The migrations this file covers: Store.open on any node then has nothing to apply.
-INSERT INTO ordertrail.schema_migrations (version, name, applied_at) VALUES (1, 'init', now64(3));
+INSERT INTO ordertrail.schema_migrations (version, name, applied_at) VALUES (1, 'init', now64(3)), (2, 'order_keys', now64(3));
