@@ -38,6 +38,10 @@ class RunConfig:
     warmup_ms: int = 5_000
     public_url: str = ""  # how people reach the lookup page, for links in alerts
     spans: SpanMapping = field(default_factory=SpanMapping)  # the span attributes /v1/traces maps to hop event fields
+    webhook_secret: str = ""  # signs webhook bodies (HMAC-SHA256)
+    dashboard_url: str = ""  # linked from alerts; default: the incidents API
+    alert_resend_ms: int = 30_000  # firing alerts are sent again this often (Alertmanager)
+    incident_window_ms: int = 10 * 60_000  # findings this close together are one incident
 
     @property
     def store(self) -> str:
@@ -78,6 +82,11 @@ class RunConfig:
         )
         for setting, problem in spans.problems().items():
             raise ConfigError(f"--{setting}-attribute: {problem}")
+        alertmanager = pick("alertmanager", "ORDERTRAIL_ALERTMANAGER")
+        webhook = pick("webhook", "ORDERTRAIL_WEBHOOK")
+        for flag, url in (("--alertmanager", alertmanager), ("--webhook", webhook)):
+            if url and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{flag}: {url!r} must be an http:// or https:// URL")
         return cls(
             journeys=Path(journeys),
             host=host,
@@ -85,8 +94,14 @@ class RunConfig:
             data_dir=Path(pick("data", "ORDERTRAIL_DATA", DEFAULT_DATA)),
             bus_url=bus,
             store_url=store,
-            alertmanager=pick("alertmanager", "ORDERTRAIL_ALERTMANAGER") or None,
-            webhook=pick("webhook", "ORDERTRAIL_WEBHOOK") or None,
+            alertmanager=alertmanager or None,
+            webhook=webhook or None,
+            webhook_secret=environ.get("ORDERTRAIL_WEBHOOK_SECRET", ""),
+            dashboard_url=pick("dashboard_url", "ORDERTRAIL_DASHBOARD_URL"),
+            alert_resend_ms=_duration("--alert-resend", pick("alert_resend", "ORDERTRAIL_ALERT_RESEND", "30s")),
+            incident_window_ms=_duration(
+                "--incident-window", pick("incident_window", "ORDERTRAIL_INCIDENT_WINDOW", "10m")
+            ),
             retention_ms=retention_ms,
             warmup_ms=warmup_ms,
             public_url=pick("public_url", "ORDERTRAIL_PUBLIC_URL"),
@@ -118,7 +133,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bus", help="kafka://host:port to use Kafka (default: the embedded durable log)")
     parser.add_argument("--store", help="http(s)://host:port for a ClickHouse server (default: embedded chDB)")
     parser.add_argument("--alertmanager", help="Alertmanager base URL, e.g. http://127.0.0.1:9093")
-    parser.add_argument("--webhook", help="a URL to POST alerts to as JSON")
+    parser.add_argument(
+        "--webhook",
+        help="a URL to POST alerts to as JSON (signed with HMAC-SHA256 when ORDERTRAIL_WEBHOOK_SECRET is set)",
+    )
+    parser.add_argument("--dashboard-url", dest="dashboard_url", help="a dashboard URL to link from alerts")
+    parser.add_argument(
+        "--alert-resend", dest="alert_resend", help="re-send firing alerts to Alertmanager this often (default 30s)"
+    )
+    parser.add_argument(
+        "--incident-window",
+        dest="incident_window",
+        help="findings of one edge and kind this close together are one incident (default 10m)",
+    )
     parser.add_argument("--retention", help="how long an idle open order is held in memory (default 7d)")
     parser.add_argument(
         "--warmup",

@@ -19,21 +19,25 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from collectors.otlp import OtlpStats
+from detectors import AlertSink, DetectorCollector
+from ordertrail.alerting import build_watch
 from ordertrail.config import RunConfig
 from ordertrail.metrics import IngestStats, MeteredSink, MetricLabels, OtlpCollector, PipelineCollector, render
 from ordertrail.page import render_page
 from tracer.bus import HOPS_TOPIC, KeyPartitioner, Message, Producer
 from tracer.clickhouse import Store
 from tracer.clock import Clock, PartitionClock
-from tracer.engine import Tracer
+from tracer.errors import TracerError
 from tracer.journeys import Journeys
 from tracer.lookup import build_order_view, explain_unknown, search_views
-from tracer.model import Finding, HopEvent, event_to_wire, format_ts
+from tracer.model import HopEvent, event_to_wire
 from tracer.processor import DeadLetterSink, FindingListener, Processor, Source
 from tracer.stitch import Stitcher
+from tracer.waiting import WaitingTracer
 
 log = logging.getLogger("ordertrail.pipeline")
 _ENCODE = msgspec.json.Encoder()
+_RESTORE_LIMIT = 1_000_000
 
 
 class Pipeline:
@@ -49,13 +53,14 @@ class Pipeline:
         partitions: Sequence[int],
         dead_letter: DeadLetterSink | None = None,
         listeners: Sequence[FindingListener] = (),
+        sinks: list[AlertSink] | None = None,
     ) -> None:
         self.config = config
         self.journeys = journeys
         self.store = store
         self._producer = producer
         self._wall = wall
-        self.tracer = Tracer(journeys, retention_ms=config.retention_ms)
+        self.tracer = WaitingTracer(journeys, retention_ms=config.retention_ms)
         self.clock = PartitionClock(wall, in_flight_ms=config.in_flight_ms, warmup_ms=config.warmup_ms)
         self.registry = CollectorRegistry(auto_describe=True)
         labels = MetricLabels(journeys)
@@ -75,10 +80,15 @@ class Pipeline:
             partitioner=KeyPartitioner(max(len(partitions), 1)),
             forward=self._forward,
         )
+        self.watch = build_watch(
+            config, self.processor, self.tracer, self.processor.lock, wall, amounts=store, sinks=sinks
+        )
+        self.processor.add_listener(self.watch.on_findings)
         self.ingest_stats = IngestStats()
         self.registry.register(PipelineCollector(self.processor, self.ingest_stats, labels=labels, hops=sink.hops))
         self.otlp_stats = OtlpStats()  # the /v1/traces route counts into it
         self.registry.register(OtlpCollector(self.otlp_stats))
+        self.registry.register(DetectorCollector(self.watch))
         self._waiting_cache: dict[tuple[str, str], tuple[int, tuple[int, int | None]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,13 +96,26 @@ class Pipeline:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._restore_incidents()
         self._thread = threading.Thread(target=self.processor.run, args=(self._stop,), name="tracer", daemon=True)
         self._thread.start()
+        self.watch.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        self.watch.stop()
+
+    def _restore_incidents(self) -> None:
+        """Incidents are in memory: rebuild them from the store's open findings (same ids)."""
+        try:
+            n = self.watch.incidents.restore(self.store.findings(status="open", limit=_RESTORE_LIMIT))
+        except TracerError as exc:
+            log.error("cannot restore incidents from the store's open findings (%s); starting empty", exc)
+            return
+        if n:
+            log.info("restored %d open incidents", n)
 
     # -- server.Api -----------------------------------------------------------------------------
 
@@ -130,7 +153,7 @@ class Pipeline:
             now_ms=self._now(),
             waiting=self._waiting_at,
             transit=self.transit,
-            incident=self._incident_of(record.findings),
+            incident=self.watch.incident_of(order_id),
         )
         if found_by is not None:
             view["found_by"] = found_by
@@ -152,7 +175,7 @@ class Pipeline:
         return [f.to_wire() for f in self.store.findings(status=status, kind=kind, journey=journey, limit=limit)]
 
     def incidents(self) -> list[dict[str, Any]]:
-        return group_incidents(self.store.findings(status="open", limit=10_000), self.config.lookup_url)
+        return self.watch.incident_views()
 
     def metrics(self) -> tuple[bytes, str]:
         return render(self.registry), "text/plain; version=0.0.4; charset=utf-8"
@@ -205,42 +228,6 @@ class Pipeline:
         self._waiting_cache[key] = (now, answer)
         return answer
 
-    def _incident_of(self, findings: list[Finding]) -> dict[str, Any] | None:
-        open_ = [f for f in findings if f.status == "open"]
-        if not open_:
-            return None
-        worst = open_[0]
-        for inc in self.incidents():
-            if inc["journey"] == worst.journey and inc["hop"] == worst.hop and inc["kind"] == worst.kind:
-                return inc
-        return None
-
     def _now(self) -> int:
         now = self.clock.now()
         return now if now is not None else self._wall.now_ms()
-
-
-def group_incidents(findings: list[Finding], lookup_url: str) -> list[dict[str, Any]]:
-    """Open findings grouped by (journey, hop, kind): the blast radius of each problem."""
-    groups: dict[tuple[str, str, str], list[Finding]] = {}
-    for f in findings:
-        groups.setdefault((f.journey, f.hop, f.kind), []).append(f)
-    out = []
-    for (journey, hop, kind), fs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        customers = {f.customer_id for f in fs if f.customer_id}
-        first = min(f.detected_at for f in fs)
-        out.append(
-            {
-                "id": f"{journey}/{hop}/{kind}",
-                "journey": journey,
-                "hop": hop,
-                "kind": kind,
-                "after": fs[0].after,
-                "orders": len(fs),
-                "customers": len(customers),
-                "since": format_ts(first),
-                "example_orders": sorted(f.order_id for f in fs)[:10],
-                "lookup": f"{lookup_url}/?q={sorted(f.order_id for f in fs)[0]}",
-            }
-        )
-    return out

@@ -426,6 +426,18 @@ class Store:
         expected, missing, examples = self._rows(sql, params)[0]
         return int(expected), int(missing), sorted(str(k) for k in examples)
 
+    def amounts(self, order_ids: Sequence[str], attr: str = "amount") -> dict[str, float]:
+        """The ``amount`` attribute of each order that has one (from any of its events), for the
+        value an incident puts at risk. Values that are not numbers are left out."""
+        if not order_ids:
+            return {}
+        rows = self._rows(
+            f"SELECT order_id, any(attrs[{{attr:String}}]) FROM {self._db}.hops "
+            f"WHERE order_id IN {{ids:Array(String)}} AND mapContains(attrs, {{attr:String}}) GROUP BY order_id",
+            {"ids": list(order_ids), "attr": attr},
+        )
+        return parse_amounts((str(oid), str(v)) for oid, v in rows)
+
     def count_events(self) -> int:
         """Stored hop events, one per event id."""
         return int(self._rows(f"SELECT count() FROM {self._db}.hops FINAL")[0][0])
@@ -538,6 +550,18 @@ class Store:
 
 
 KEY_COLUMNS: Final = ("order_id", "customer_id", "service", "trace_id", "journey")
+
+
+def parse_amounts(pairs: Iterable[tuple[str, str]]) -> dict[str, float]:
+    out = {}
+    for oid, text in pairs:
+        try:
+            value = float(text)
+        except ValueError:
+            continue
+        if value == value and abs(value) != float("inf"):
+            out[oid] = value
+    return out
 
 
 def migrations() -> list[tuple[int, str, str]]:

@@ -618,6 +618,20 @@ class Tracer:
     def order(self, oid: str) -> OrderState | None:
         return self._orders.get(oid)
 
+    def awaiting(self, st: OrderState) -> tuple[tuple[int, int], ...]:
+        """The steps the order waits at, as (hop index, the time it entered the step: its ``after``
+        hop's time). Read-only; ``tracer.waiting`` keeps per-edge counts from it."""
+        j = st.journey
+        if j is None:
+            return ()
+        done = st.seen | st.implied
+        buf = st.buf
+        return tuple(
+            (s.index, _UNPACK(buf, 8 * s.after_index)[0])
+            for s in j.steps
+            if done >> s.after_index & 1 and not done >> s.index & 1
+        )
+
     def __len__(self) -> int:
         return len(self._orders)
 

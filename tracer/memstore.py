@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
-from tracer.clickhouse import KEY_COLUMNS, OrderRecord, check_query, latest, trail, with_order_context
+from tracer.clickhouse import KEY_COLUMNS, OrderRecord, check_query, latest, parse_amounts, trail, with_order_context
 from tracer.engine import OrderSnapshot
 from tracer.errors import StoreError
 from tracer.model import OPEN, Finding, HopEvent
@@ -102,6 +102,16 @@ class MemStore:
             ids = {s.order_id for s in snaps}
             findings = [f for f in self._findings.values() if f.status == OPEN and f.order_id in ids]
         return snaps, findings
+
+    def amounts(self, order_ids: Sequence[str], attr: str = "amount") -> dict[str, float]:
+        with self._lock:
+            pairs = [
+                (oid, ev.attrs[attr])
+                for oid in order_ids
+                for ev in self._events.get(oid, {}).values()
+                if attr in ev.attrs
+            ]
+        return parse_amounts(pairs)
 
     def waiting_at(self, journey: str, hop: str) -> tuple[int, int | None]:
         with self._lock:

@@ -110,6 +110,7 @@ class ProcessorStats:
     lag_records: int = 0
     lag_ms: int = 0
     ready: bool = False
+    cycles: int = 0  # completed poll cycles, busy or idle: a heartbeat for pipeline health
 
 
 class Processor:
@@ -193,6 +194,11 @@ class Processor:
         tracer, clock, stitcher = self.tracer, self.clock, self.stitcher
         stitched: _StitchChanges | None = None
         with self.lock:
+            if records:
+                # A partition with records to read is not caught up, whatever the last cycle found:
+                # after a pause, wall time must not move the clock before its backlog is read.
+                for p in {rec.partition for rec in records}:
+                    clock.set_caught_up(p, False)
             for n, rec in enumerate(records, 1):
                 positions[rec.partition] = rec.offset + 1
                 try:
@@ -229,6 +235,7 @@ class Processor:
             self._flush(_Batch(events, findings, snapshots, positions, stitched, forwarding))
             self.stats.batches += 1
             self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
+        self.stats.cycles += 1
         return len(records)
 
     def run(self, stop: threading.Event) -> None:

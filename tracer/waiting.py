@@ -1,0 +1,148 @@
+"""How many orders wait at each edge, and since when: the early-warning detectors' view of the
+tracer (``detectors.edges``), kept as the engine works, O(1) per event.
+
+An order waits at the edge into step ``hop`` from the moment its ``after`` hop is known until
+``hop`` is reported (a *seen* departure), a later hop implies it (an *implied* departure: the
+business went on but this hop's event never came), or the order closes. Per edge, ``EdgeLoad``
+counts the waiting orders in buckets of the time they entered, so "how many have waited longer
+than T" is a sum over at most a few hundred buckets, and keeps monotonic counters of entries and
+departures for rates.
+
+``WaitingTracer`` is a ``Tracer`` that keeps these counts: it compares what an order awaits
+(``Tracer.awaiting``) before and after each event, and forgets an order's waits when it closes,
+is retired or its partition is dropped. Readers take the processor's lock, as for any engine state.
+It imports only the engine and the journeys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tracer.engine import OrderSnapshot, OrderState, Tracer
+from tracer.journeys import Journeys
+from tracer.model import Finding, HopEvent
+
+_BUCKETS = 512  # per edge: the step's deadline spread over this many buckets (at least 250 ms each)
+
+
+class EdgeLoad:
+    """The orders waiting at one edge, bucketed by the time they entered it."""
+
+    __slots__ = ("bucket_ms", "buckets", "entered", "left_implied", "left_other", "left_seen", "waiting")
+
+    def __init__(self, within_ms: int) -> None:
+        self.bucket_ms = max(250, within_ms // _BUCKETS)
+        self.buckets: dict[int, int] = {}  # entry time // bucket_ms -> orders waiting
+        self.waiting = 0
+        self.entered = 0
+        self.left_seen = 0  # the hop was reported
+        self.left_implied = 0  # a later hop was reported: this hop's event never came
+        self.left_other = 0  # the order closed, was retired or moved away
+
+    def add(self, entered_ms: int) -> None:
+        b = entered_ms // self.bucket_ms
+        self.buckets[b] = self.buckets.get(b, 0) + 1
+        self.waiting += 1
+
+    def remove(self, entered_ms: int) -> None:
+        b = entered_ms // self.bucket_ms
+        n = self.buckets.get(b, 0) - 1
+        if n > 0:
+            self.buckets[b] = n
+        else:
+            self.buckets.pop(b, None)
+        self.waiting -= 1
+
+    def older_than(self, now_ms: int, age_ms: int) -> int:
+        """Orders that entered at least ``age_ms`` before ``now_ms`` (whole buckets only, so the
+        answer never counts an order that has waited less)."""
+        limit = (now_ms - age_ms) // self.bucket_ms  # buckets ending at or before now - age
+        return sum(n for b, n in self.buckets.items() if b < limit)
+
+    def oldest_ms(self) -> int | None:
+        """When the longest-waiting order entered (to a bucket), or None when none waits."""
+        return min(self.buckets) * self.bucket_ms if self.buckets else None
+
+
+class WaitingTracer(Tracer):
+    """A ``Tracer`` that also keeps ``EdgeLoad`` per (journey, hop) of every step."""
+
+    def __init__(self, journeys: Journeys, **kwargs: Any) -> None:
+        super().__init__(journeys, **kwargs)
+        self.loads: dict[tuple[str, str], EdgeLoad] = {
+            (j.name, s.hop): EdgeLoad(s.within_ms) for j in journeys.journeys.values() for s in j.steps
+        }
+        self._by_index = {
+            j.name: {s.index: self.loads[(j.name, s.hop)] for s in j.steps} for j in journeys.journeys.values()
+        }
+        self._in_event = False
+
+    def load(self, journey: str, hop: str) -> EdgeLoad | None:
+        return self.loads.get((journey, hop))
+
+    def on_event(self, ev: HopEvent, partition: int = 0) -> None:
+        oid = ev.order_id
+        st = self.order(oid)
+        before = self.awaiting(st) if st is not None else ()
+        before_journey = st.journey.name if st is not None and st.journey is not None else ""
+        self._in_event = True
+        try:
+            super().on_event(ev, partition)
+        finally:
+            self._in_event = False
+        after_st = self.order(oid)
+        after = self.awaiting(after_st) if after_st is not None else ()
+        if before == after:
+            return
+        journey = after_st.journey.name if after_st is not None and after_st.journey is not None else before_journey
+        loads = self._by_index[journey]
+        now = dict(after)
+        for i, t in before:
+            load = loads[i]
+            load.remove(t)
+            if i in now:
+                continue
+            if after_st is None:
+                load.left_other += 1
+            elif after_st.seen >> i & 1:
+                load.left_seen += 1
+            else:
+                load.left_implied += 1
+        was = dict(before)
+        for i, t in after:
+            loads[i].add(t)
+            if i not in was:
+                loads[i].entered += 1
+
+    def _close(self, oid: str, st: OrderState) -> None:
+        super()._close(oid, st)
+        if not self._in_event:  # closes inside on_event are accounted for there
+            self._forget(st)
+
+    def _forget(self, st: OrderState) -> None:
+        if st.journey is None:
+            return
+        loads = self._by_index[st.journey.name]
+        for i, t in self.awaiting(st):
+            loads[i].remove(t)
+            loads[i].left_other += 1
+
+    def restore(self, snapshots: Iterable[OrderSnapshot], findings: Iterable[Finding]) -> int:
+        n = super().restore(snapshots, findings)
+        for load in self.loads.values():
+            load.buckets.clear()
+            load.waiting = 0
+        for oid in list(self._orders):
+            st = self._orders[oid]
+            if st.journey is not None:
+                loads = self._by_index[st.journey.name]
+                for i, t in self.awaiting(st):
+                    loads[i].add(t)
+        return n
+
+    def drop_partition(self, partition: int) -> int:
+        for st in self._orders.values():
+            if st.partition == partition:
+                self._forget(st)
+        return super().drop_partition(partition)
