@@ -30,7 +30,6 @@ from typing import Any, Protocol
 from detectors.alerts import (
     ALERT_OF_KIND,
     CONVERSION_DROP,
-    CRITICAL,
     EDGE_DEGRADED,
     HOP_SILENT,
     PIPELINE_DEGRADED,
@@ -230,7 +229,7 @@ class Watch:
             PIPELINE_DEGRADED,
             "",
             "",
-            CRITICAL if len(health.reasons) > 1 else WARNING,
+            WARNING,  # fixed: a changing severity would be a new alert identity mid-episode
             f"ordertrail itself is degraded: {health.reasons[0] if health.reasons else 'see metrics'}",
             f"{reasons}. {INHIBITION_NOTE}",
             health.since_ms,

@@ -98,17 +98,18 @@ class WaitingTracer(Tracer):
         journey = after_st.journey.name if after_st is not None and after_st.journey is not None else before_journey
         loads = self._by_index[journey]
         now = dict(after)
+        last = after_st if after_st is not None else st  # the state as the event left it, closed or not
         for i, t in before:
             load = loads[i]
             load.remove(t)
             if i in now:
                 continue
-            if after_st is None:
-                load.left_other += 1
-            elif after_st.seen >> i & 1:
+            if last is not None and last.seen >> i & 1:
                 load.left_seen += 1
-            else:
+            elif last is not None and last.implied >> i & 1:
                 load.left_implied += 1
+            else:
+                load.left_other += 1
         was = dict(before)
         for i, t in after:
             loads[i].add(t)
