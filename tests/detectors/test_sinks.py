@@ -8,7 +8,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -17,6 +16,7 @@ from detectors.alerts import Alert, MemorySink
 from detectors.dispatch import Dispatcher
 from detectors.logsink import LogSink
 from detectors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, sign
+from tests.detectors.conftest import Receiver
 
 T0 = 1_795_000_000_000
 ALERT = Alert(
@@ -32,35 +32,11 @@ ALERT = Alert(
 )
 
 
-class Receiver:
-    """An HTTP server on loopback that records POSTs and answers with the statuses queued."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.statuses: list[int] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests.append((self.path, dict(self.headers), body))
-                self.send_response(outer.statuses.pop(0) if outer.statuses else 200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
-    r.server.shutdown()
-    r.server.server_close()
+    r.close()
 
 
 def test_alertmanager_gets_stable_labels_annotations_and_an_expiry_while_firing(receiver: Receiver) -> None:
