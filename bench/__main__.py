@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, engine, live, metrics, otlp, store, taps
+from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, detection, engine, live, metrics, otlp, store, taps
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,7 @@ BENCHES: list[Bench] = [
     Bench("otlp", 6, "OTLP/HTTP ingest of protobuf spans (`POST /v1/traces`)", otlp.otlp),
     Bench("stitch", 6, "Stitching re-keyed orders in front of the engine", taps.stitch),
     Bench("tap", 6, "Tap mapping of JSON lines to hop events", taps.tap),
+    Bench("lead-time", 5, "Detection lead time per injected fault", detection.lead_time),
 ]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 WORK = ROOT / "bench" / ".work"

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.alerts import SEVERITIES
-from tracer.model import OPEN, STALLED, Finding, format_ts
+from tracer.model import FAILED, MISSING, OPEN, STALLED, UNCONFIRMED, Finding, format_ts
 
 _EXAMPLES = 10
+_RANK = {STALLED: 1, UNCONFIRMED: 2, MISSING: 3, FAILED: 4}  # an order in several incidents: the worst first
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,12 +217,15 @@ class IncidentBook:
         return out
 
     def of_order(self, order_id: str, now_ms: int) -> dict[str, Any] | None:
-        """The incident an order belongs to (the open one first), as ``GET /v1/incidents`` shows it."""
+        """The incident an order belongs to (open before closed, then the most severe kind), as
+        ``GET /v1/incidents`` shows it."""
         with self._lock:
             mine = self._by_order.get(order_id)
             if not mine:
                 return None
-            best = min(mine.values(), key=lambda i: (i.closed_at is not None, -(i.closed_at or 0)))
+            best = min(
+                mine.values(), key=lambda i: (i.closed_at is not None, -_RANK.get(i.kind, 0), -(i.closed_at or 0))
+            )
             return self._view(best, now_ms)
 
     def views(self, now_ms: int) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ from detectors.edges import EdgeState, EdgeWatch
 from detectors.health import PipelineHealth
 from detectors.incidents import Incident, IncidentBook
 from tracer.clock import Clock
-from tracer.model import STALLED, Finding, format_ts
+from tracer.model import FAILED, STALLED, Finding, format_ts
 from tracer.times import format_duration
 
 log = logging.getLogger("ordertrail.detectors")
@@ -62,6 +62,7 @@ class WatchSettings:
     tick_ms: int = 1_000
     resend_ms: int = 30_000
     stalled_min_orders: int = 5  # an OrderStalled incident pages from this many orders
+    failed_min_orders: int = 3  # a HopFailing incident too: a failure now and then is retried, not a problem
     lookup_url: str = ""
     dashboard_url: str = ""
 
@@ -210,6 +211,8 @@ class Watch:
             if inc.kind == STALLED and (
                 len(inc.open_orders) < self.settings.stalled_min_orders or (inc.journey, inc.hop) in edge_alerted
             ):
+                continue
+            if inc.kind == FAILED and len(inc.open_orders) < self.settings.failed_min_orders:
                 continue
             out.append(self._incident_alert(inc, now, event_now))
         return out

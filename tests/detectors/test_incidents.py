@@ -116,3 +116,10 @@ def test_closed_incidents_are_forgotten_beyond_keep_closed() -> None:
         book.on_findings([finding(f"o{i}", T0 + i * 10)])
     assert len(book.views(T0)) == 3  # one open, two closed remembered
     assert book.of_order("o0", T0) is None and book.of_order("o4", T0) is not None
+
+
+def test_an_order_in_several_incidents_names_the_open_then_the_most_severe() -> None:
+    book = IncidentBook()
+    book.on_findings([finding("o1", T0, kind=STALLED), finding("o1", T0 + 5000)])
+    inc = book.of_order("o1", T0)
+    assert inc is not None and inc["kind"] == MISSING
