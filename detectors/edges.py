@@ -54,7 +54,7 @@ class EdgeSettings:
     min_silent_ms: int = 10_000
     learn_every_ms: int = 60_000
     snapshots: int = 15
-    min_samples: int = 30
+    min_samples: int = 100  # a p99 from fewer samples is a guess (an under-trained baseline pages on the tail)
     conversion_window_ms: int = 5 * 60_000
     conversion_min_entries: int = 20
     conversion_drop: float = 0.25  # fire when the share that left falls this far below baseline
@@ -130,6 +130,7 @@ class EdgeState:
     frozen_until_samples: int = 0
     rate: float = 0.0  # reports per second (seen departures), learned while healthy
     entry_rate: float = 0.0
+    rate_updates: int = 0
     last: Reading | None = None
     last_report_ms: int = _UNSET  # tracer time of the last seen departure
     entered_at_report: int = 0
@@ -225,7 +226,8 @@ class EdgeWatch:
         if st.firing:
             return
         dt = (r.now_ms - prev.now_ms) / 1000
-        alpha = min(1.0, dt / 60)  # about a minute of memory
+        st.rate_updates += 1
+        alpha = min(1.0, max(dt / 60, 1 / st.rate_updates))  # a plain mean at first, then about a minute
         st.rate += alpha * ((r.left_seen - prev.left_seen) / dt - st.rate)
         st.entry_rate += alpha * ((r.entered - prev.entered) / dt - st.entry_rate)
 

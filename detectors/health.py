@@ -35,7 +35,7 @@ class HealthSettings:
     stall_ms: int = 10_000
     store_window_ms: int = 30_000
     silent_events: int = 50
-    min_silent_ms: int = 15_000
+    min_silent_ms: int = 60_000  # a shop going quiet for less is not worth a page about our telemetry
     clear_ms: int = 10_000
     grace_ms: int = 30_000
 

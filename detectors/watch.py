@@ -246,7 +246,7 @@ class Watch:
         r = st.last
         waiting = r.waiting if r is not None else 0
         if st.silent:
-            quiet = (r.now_ms - st.last_report_ms) if r is not None else 0
+            quiet = (r.now_ms - st.last_report_ms) // 1000 * 1000 if r is not None else 0
             return Alert(
                 HOP_SILENT,
                 st.journey,

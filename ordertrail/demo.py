@@ -14,12 +14,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 from ordertrail.config import ConfigError, RunConfig, parse_listen
 from tracer.model import OPEN, Finding, format_ts
 from tracer.times import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from detectors import Alert
 
 DEFAULT_FAULTS: Final = (
     "drop:payment.authorized:30%@15s+30s",  # payments lost between checkout and the payment service
@@ -73,7 +77,7 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     config = RunConfig(journeys=journeys_file, host=host, port=port, data_dir=data, warmup_ms=0)
     url = config.lookup_url
     printer = _FindingPrinter(stream, url)
-    with running(config, listeners=(printer,)) as (pipeline, server):
+    with running(config, listeners=(printer,), sinks=[_AlertPrinter(stream)]) as (pipeline, server):
         stream.write(
             f"ordertrail demo: the pipeline is up at {url} (data in {data})\n"
             f"  shop: {args.rate:g} orders/s for {format_duration(duration_ms)}; faults: "
@@ -138,6 +142,25 @@ def _line(f: Finding) -> str:
         due = format_ts(f.due_at)[11:19]
         return f"  {at}  {f.kind.upper():<11} {f.order_id}: {f.hop} (after {f.after or '—'}), due {due}"
     return f"  {at}  resolved    {f.order_id}: {f.hop} {f.kind} — arrived {f.late_by_ms} ms late"
+
+
+class _AlertPrinter:
+    """An alert sink printing each alert as it fires and resolves, so the demo shows the early
+    warning (``EdgeDegraded``) coming before the findings' deadlines."""
+
+    name = "demo"
+    resends = False
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def send(self, alerts: Sequence[Alert]) -> None:
+        for a in alerts:
+            at = format_ts(a.starts_at if a.firing else (a.ends_at or a.starts_at))[11:19]
+            where = f"{a.journey}/{a.hop}" if a.hop else "ordertrail"
+            state = f"ALERT {a.severity}" if a.firing else "ALERT resolved"
+            self._out.write(f"  {at}  {state:<16} {a.name} {where}: {a.summary}\n")
+        self._out.flush()
 
 
 def report(comparison: object, findings: list[Finding], sent: int) -> str:

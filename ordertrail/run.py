@@ -21,6 +21,7 @@ from ordertrail.config import ConfigError, RunConfig, add_run_arguments
 if TYPE_CHECKING:
     import uvicorn
 
+    from detectors import AlertSink
     from ordertrail.pipeline import Pipeline
 from tracer.errors import JourneysError, TracerError
 from tracer.processor import FindingListener
@@ -61,11 +62,11 @@ def main(args: argparse.Namespace) -> int:
 
 @contextmanager
 def running(
-    config: RunConfig, *, listeners: tuple[FindingListener, ...] = ()
+    config: RunConfig, *, listeners: tuple[FindingListener, ...] = (), sinks: list[AlertSink] | None = None
 ) -> Iterator[tuple[Pipeline, uvicorn.Server]]:
     """Open every part, start the tracer thread, and yield (pipeline, server). ``server.run()``
     blocks until a signal or ``server.should_exit``; leaving the context stops and closes
-    everything in order."""
+    everything in order. ``sinks`` replaces the alert sinks the configuration names."""
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -108,6 +109,7 @@ def running(
             partitions=bus.partitions(HOPS_TOPIC),
             dead_letter=DeadLetters(bus),
             listeners=listeners,
+            sinks=sinks,
         )
         pipeline.start()
         app = create_app(

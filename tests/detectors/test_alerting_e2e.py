@@ -51,7 +51,7 @@ SHOP = Shop(
         ),
     )
 )
-FAULT = "stop:payment.authorized@15s+25s"  # payments held for 25 s, then sent: a 20 s deadline passes
+FAULT = "stop:payment.authorized@20s+25s"  # payments held for 25 s, then sent: a 20 s deadline passes
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 PROMETHEUS = shutil.which("prometheus")
 
@@ -190,7 +190,7 @@ def test_a_broken_edge_pages_edge_degraded_before_any_deadline_then_the_incident
     client = Client(SdkConfig(url=url, service="shop", flush_interval=0.1, buffer=100_000))
     stop = threading.Event()
     shop = threading.Thread(
-        target=simulation.run_realtime, args=(client.emit,), kwargs={"stop": stop, "duration_ms": 50_000}, daemon=True
+        target=simulation.run_realtime, args=(client.emit,), kwargs={"stop": stop, "duration_ms": 55_000}, daemon=True
     )
     shop.start()
     try:

@@ -95,7 +95,7 @@ def test_store_errors_degrade() -> None:
 def test_no_events_at_all_while_they_usually_flow_is_silent_telemetry() -> None:
     p, h, clock = setup()
     healthy(p, h, clock, 180, rate=10)
-    healthy(p, h, clock, 16, rate=0)
+    healthy(p, h, clock, 61, rate=0)
     assert h.degraded and any("no hop event at all" in r for r in h.reasons)
 
 
