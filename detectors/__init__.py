@@ -14,6 +14,7 @@ from detectors.health import HealthSettings, PipelineHealth, PipelineView
 from detectors.incidents import Incident, IncidentBook, IncidentSettings
 from detectors.logsink import LogSink
 from detectors.metrics import DetectorCollector
+from detectors.posting import Poster
 from detectors.watch import Watch, WatchSettings
 from detectors.webhook import WebhookSink
 
@@ -34,6 +35,7 @@ __all__ = [
     "MemorySink",
     "PipelineHealth",
     "PipelineView",
+    "Poster",
     "Reading",
     "TracerEdges",
     "Watch",

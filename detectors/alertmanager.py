@@ -4,18 +4,18 @@ Alertmanager keeps an alert while it hears about it and resolves it at ``endsAt`
 is sent with ``endsAt`` a few refresh intervals ahead (as Prometheus does), so if ordertrail dies
 its alerts expire by themselves; it is re-sent at every refresh while it fires, and sent once more
 with ``endsAt`` = the time it resolved. Label sets are stable (``Alert.labels``), so several
-ordertrail instances raising the same problem make one alert. Retries a failed post a few times
-with backoff, then raises (the dispatcher counts it; the next refresh sends again).
+ordertrail instances raising the same problem make one alert. A failed post is retried
+(``detectors.posting``), then raised: the dispatcher counts it and the next refresh sends again.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 
 from detectors.alerts import Alert
+from detectors.posting import Poster
 from tracer.model import format_ts
 
 
@@ -27,21 +27,15 @@ class AlertmanagerSink:
         url: str,
         *,
         expire_ms: int = 120_000,
-        timeout_s: float = 5.0,
-        attempts: int = 3,
-        backoff_s: float = 0.5,
+        poster: Poster | None = None,
         now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        sleep: Callable[[float], None] = time.sleep,
         name: str = "alertmanager",
     ) -> None:
         self.name = name
         self.url = url.rstrip("/") + "/api/v2/alerts"
         self._expire_ms = expire_ms
-        self._timeout_s = timeout_s
-        self._attempts = attempts
-        self._backoff_s = backoff_s
+        self._poster = poster or Poster()
         self._now_ms = now_ms
-        self._sleep = sleep
 
     def payload(self, alerts: Sequence[Alert]) -> list[dict[str, object]]:
         now = self._now_ms()
@@ -61,35 +55,4 @@ class AlertmanagerSink:
 
     def send(self, alerts: Sequence[Alert]) -> None:
         body = json.dumps(self.payload(alerts)).encode()
-        post_with_retries(self.url, body, {}, self._timeout_s, self._attempts, self._backoff_s, self._sleep)
-
-
-def post_with_retries(
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    timeout_s: float,
-    attempts: int,
-    backoff_s: float,
-    sleep: Callable[[float], None],
-) -> None:
-    """POST JSON; retry on errors and 5xx with exponential backoff; raise the last error."""
-    last: Exception | None = None
-    for attempt in range(attempts):
-        if attempt:
-            sleep(backoff_s * 2 ** (attempt - 1))
-        req = urllib.request.Request(
-            url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                resp.read()
-            return
-        except urllib.error.HTTPError as exc:
-            last = OSError(f"{url} answered {exc.code}: {exc.read()[:200].decode(errors='replace')}")
-            if exc.code < 500 and exc.code != 429:
-                break  # the request is wrong; sending it again will not help
-        except OSError as exc:
-            last = OSError(f"{url}: {exc}")
-    assert last is not None
-    raise last
+        self._poster.post(self.url, body)

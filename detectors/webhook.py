@@ -15,8 +15,8 @@ import json
 import time
 from collections.abc import Callable, Sequence
 
-from detectors.alertmanager import post_with_retries
 from detectors.alerts import Alert
+from detectors.posting import Poster
 
 SIGNATURE_HEADER = "X-Ordertrail-Signature"
 TIMESTAMP_HEADER = "X-Ordertrail-Timestamp"
@@ -35,21 +35,15 @@ class WebhookSink:
         url: str,
         *,
         secret: str = "",
-        timeout_s: float = 5.0,
-        attempts: int = 4,
-        backoff_s: float = 0.5,
+        poster: Poster | None = None,
         now_s: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
         name: str = "webhook",
     ) -> None:
         self.name = name
         self.url = url
         self._secret = secret
-        self._timeout_s = timeout_s
-        self._attempts = attempts
-        self._backoff_s = backoff_s
+        self._poster = poster or Poster(attempts=4)
         self._now_s = now_s
-        self._sleep = sleep
 
     def send(self, alerts: Sequence[Alert]) -> None:
         body = json.dumps({"version": "1", "sender": "ordertrail", "alerts": [a.to_wire() for a in alerts]}).encode()
@@ -57,4 +51,4 @@ class WebhookSink:
         if self._secret:
             ts = str(int(self._now_s()))
             headers = {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(self._secret, ts, body)}
-        post_with_retries(self.url, body, headers, self._timeout_s, self._attempts, self._backoff_s, self._sleep)
+        self._poster.post(self.url, body, headers)

@@ -15,6 +15,7 @@ from detectors.alertmanager import AlertmanagerSink
 from detectors.alerts import Alert, MemorySink
 from detectors.dispatch import Dispatcher
 from detectors.logsink import LogSink
+from detectors.posting import Poster
 from detectors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSink, sign
 from tests.detectors.conftest import Receiver
 
@@ -67,7 +68,12 @@ def test_a_resolved_alert_carries_its_ends_at() -> None:
 def test_the_webhook_signs_its_body_and_retries_on_5xx(receiver: Receiver) -> None:
     receiver.statuses = [503, 500]
     slept: list[float] = []
-    sink = WebhookSink(receiver.url + "/hook", secret="s3cret", now_s=lambda: 1_795_000_000.0, sleep=slept.append)
+    sink = WebhookSink(
+        receiver.url + "/hook",
+        secret="s3cret",
+        now_s=lambda: 1_795_000_000.0,
+        poster=Poster(attempts=4, sleep=slept.append),
+    )
     sink.send([ALERT])
     assert len(receiver.requests) == 3 and slept == [0.5, 1.0]
     _, headers, body = receiver.requests[-1]
@@ -79,7 +85,7 @@ def test_the_webhook_signs_its_body_and_retries_on_5xx(receiver: Receiver) -> No
 
 def test_the_webhook_gives_up_on_a_4xx_and_says_why(receiver: Receiver) -> None:
     receiver.statuses = [400]
-    sink = WebhookSink(receiver.url, sleep=lambda s: None)
+    sink = WebhookSink(receiver.url, poster=Poster(sleep=lambda s: None))
     with pytest.raises(OSError, match="answered 400"):
         sink.send([ALERT])
     assert len(receiver.requests) == 1
