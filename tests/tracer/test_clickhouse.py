@@ -593,3 +593,18 @@ def test_a_written_batch_survives_kill_9(tmp_path: Path) -> None:
     holder.communicate()
     out, _ = _python(_OPENER, str(tmp_path)).communicate(timeout=60)
     assert out.strip() == "opened 1"
+
+
+def test_amounts_come_from_the_amount_attribute_and_skip_what_is_not_a_number(store: Store | MemStore) -> None:
+    store.write(
+        [
+            ev("a1", "checkout.placed", T0, attrs={"amount": "42.50", "currency": "EUR"}),
+            ev("a1", "payment.authorized", T0 + 1),
+            ev("a2", "checkout.placed", T0, attrs={"amount": "lots"}),
+            ev("a3", "checkout.placed", T0),
+        ],
+        [],
+        [],
+    )
+    assert store.amounts(["a1", "a2", "a3", "nope"]) == {"a1": 42.5}
+    assert store.amounts([]) == {}
