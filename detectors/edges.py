@@ -71,7 +71,6 @@ class Reading:
     samples: int  # transit samples learned so far (monotonic)
     recent: Sequence[int]  # recent transit times, ms
     stuck: int  # orders that entered in [now - T - W, now - T] and still wait (for the T, W asked)
-    oldest_ms: int | None
 
 
 class EdgeView(Protocol):
@@ -98,7 +97,7 @@ class TracerEdges:
             transit = self._tracer.edge(journey, hop)
             if now == _UNSET or load is None or transit is None:
                 return None
-            stuck = load.older_than(now, threshold_ms) - load.older_than(now, threshold_ms + slice_ms)
+            stuck = load.entered_between(now - threshold_ms - slice_ms, now - threshold_ms) if slice_ms else 0
             j = self._tracer.journeys.journeys[journey]
             step = j.step_at[j.index[hop]]
             return Reading(
@@ -111,7 +110,6 @@ class TracerEdges:
                 transit.count,
                 transit.recent(),
                 stuck,
-                load.oldest_ms(),
             )
 
 

@@ -89,6 +89,7 @@ class IncidentBook:
         self._open: dict[tuple[str, str, str], Incident] = {}
         self._closed: OrderedDict[str, Incident] = OrderedDict()
         self._by_order: dict[str, dict[str, Incident]] = {}  # order id -> incident id -> incident
+        self._unpriced: dict[str, None] = {}  # open orders whose amount was not asked yet, oldest first
         self.opened = 0
         self.closed = 0
         self.suspect: Callable[[], bool] = lambda: False  # is ordertrail itself degraded right now?
@@ -113,6 +114,7 @@ class IncidentBook:
         """The amounts of orders asked about (``pending_amounts``); those not in ``amounts`` have none."""
         with self._lock:
             for oid in asked:
+                self._unpriced.pop(oid, None)
                 amount = amounts.get(oid)
                 for inc in self._by_order.get(oid, {}).values():
                     if oid in inc.open_orders and oid not in inc.amounts:
@@ -147,6 +149,7 @@ class IncidentBook:
         self._by_order.setdefault(oid, {})[inc.id] = inc
         inc.affected += 1
         inc.members.append(oid)
+        self._unpriced[oid] = None
         if len(inc.examples) < _EXAMPLES:
             inc.examples.append(oid)
 
@@ -155,6 +158,7 @@ class IncidentBook:
         if inc is None or f.order_id not in inc.open_orders:
             return
         customer = inc.open_orders.pop(f.order_id)
+        self._unpriced.pop(f.order_id, None)
         if customer:
             left = inc.customers[customer] - 1
             if left:
@@ -182,6 +186,7 @@ class IncidentBook:
                     mine.pop(gone.id, None)
                     if not mine:
                         del self._by_order[oid]
+                        self._unpriced.pop(oid, None)
 
     # -- time -----------------------------------------------------------------------------------
 
@@ -205,16 +210,10 @@ class IncidentBook:
             return list(self._open.values())
 
     def pending_amounts(self, limit: int = 1000) -> list[str]:
-        """Open orders of open incidents whose amount is not known yet."""
-        out: list[str] = []
+        """Open orders of incidents whose amount was not asked for yet (at most ``limit``, oldest
+        first); ``set_amounts`` answers them. O(limit), whatever the size of the incidents."""
         with self._lock:
-            for inc in self._open.values():
-                for oid in inc.open_orders:
-                    if oid not in inc.amounts:
-                        out.append(oid)
-                        if len(out) >= limit:
-                            return out
-        return out
+            return list(itertools.islice(self._unpriced, limit))
 
     def of_order(self, order_id: str, now_ms: int) -> dict[str, Any] | None:
         """The incident an order belongs to (open before closed, then the most severe kind), as

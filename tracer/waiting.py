@@ -4,9 +4,9 @@ tracer (``detectors.edges``), kept as the engine works, O(1) per event.
 An order waits at the edge into step ``hop`` from the moment its ``after`` hop is known until
 ``hop`` is reported (a *seen* departure), a later hop implies it (an *implied* departure: the
 business went on but this hop's event never came), or the order closes. Per edge, ``EdgeLoad``
-counts the waiting orders in buckets of the time they entered, so "how many have waited longer
-than T" is a sum over at most a few hundred buckets, and keeps monotonic counters of entries and
-departures for rates.
+counts the waiting orders in buckets of the time they entered, so "how many entered between
+these times and still wait" is a sum over at most a few hundred buckets, and keeps monotonic
+counters of entries and departures for rates.
 
 ``WaitingTracer`` is a ``Tracer`` that keeps these counts: it compares what an order awaits
 (``Tracer.awaiting``) before and after each event, and forgets an order's waits when it closes,
@@ -54,14 +54,17 @@ class EdgeLoad:
             self.buckets.pop(b, None)
         self.waiting -= 1
 
-    def older_than(self, now_ms: int, age_ms: int) -> int:
-        """Orders that entered at least ``age_ms`` before ``now_ms`` (whole buckets only, so the
-        answer never counts an order that has waited less)."""
-        limit = (now_ms - age_ms) // self.bucket_ms  # buckets ending at or before now - age
-        return sum(n for b, n in self.buckets.items() if b < limit)
+    def entered_between(self, lo_ms: int, hi_ms: int) -> int:
+        """Orders still waiting that entered in [lo, hi), to whole buckets: those of the buckets
+        starting at or after ``lo`` and ending at or before ``hi`` — so an order counted has waited
+        at least ``now − hi``. Looks up one bucket per ``bucket_ms`` of the span, however many
+        orders wait elsewhere (a span within the step's deadline is at most 513 lookups)."""
+        bms = self.bucket_ms
+        get = self.buckets.get
+        return sum(get(b, 0) for b in range(-(-lo_ms // bms), hi_ms // bms))
 
     def oldest_ms(self) -> int | None:
-        """When the longest-waiting order entered (to a bucket), or None when none waits."""
+        """When the longest-waiting order entered (to a bucket), or None when none waits. O(buckets)."""
         return min(self.buckets) * self.bucket_ms if self.buckets else None
 
 

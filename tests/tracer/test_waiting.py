@@ -25,8 +25,9 @@ def test_an_order_waits_at_the_edge_after_its_after_hop_until_the_hop_comes() ->
     t.on_event(event("o2", "a", T0 + 5_000))
     b = t.load("j", "b")
     assert b is not None and b.waiting == 2 and b.entered == 2
-    assert b.older_than(T0 + 10_000, 4_000) == 2
-    assert b.older_than(T0 + 10_000, 6_000) == 1
+    assert b.entered_between(T0, T0 + 6_000) == 2
+    assert b.entered_between(T0 + 1_000, T0 + 6_000) == 1
+    assert b.entered_between(T0, T0 + 5_000) == 1  # whole buckets: the one holding T0 + 5 s ends later
     t.on_event(event("o1", "b", T0 + 1_000))
     c = t.load("j", "c")
     assert (b.waiting, b.left_seen, c is not None and c.waiting) == (1, 1, 1)
