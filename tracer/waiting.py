@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tracer.engine import OrderSnapshot, OrderState, Tracer
+from tracer.engine import _UNPACK, OrderSnapshot, OrderState, Tracer
 from tracer.journeys import Journeys
 from tracer.model import Finding, HopEvent
 
@@ -79,45 +79,72 @@ class WaitingTracer(Tracer):
         self._by_index = {
             j.name: {s.index: self.loads[(j.name, s.hop)] for s in j.steps} for j in journeys.journeys.values()
         }
+        self._plan = {  # per journey: (hop index, its after hop's index, its load) of every step
+            j.name: [(s.index, s.after_index, self.loads[(j.name, s.hop)]) for s in j.steps]
+            for j in journeys.journeys.values()
+        }
         self._in_event = False
 
     def load(self, journey: str, hop: str) -> EdgeLoad | None:
         return self.loads.get((journey, hop))
 
     def on_event(self, ev: HopEvent, partition: int = 0) -> None:
+        # One pass over the journey's steps comparing the order before and after the event: which
+        # edges it left (and how), entered, or re-entered at another time. Reads the hop times
+        # where ``OrderState.buf`` keeps them (first, one int64 per hop); ``Tracer.awaiting`` is
+        # the same rule, used on the rare paths.
         oid = ev.order_id
-        st = self.order(oid)
-        before = self.awaiting(st) if st is not None else ()
-        before_journey = st.journey.name if st is not None and st.journey is not None else ""
+        st = self._orders.get(oid)
+        if st is None or st.journey is None:
+            self._in_event = True
+            try:
+                super().on_event(ev, partition)
+            finally:
+                self._in_event = False
+            st = self._orders.get(oid)
+            if st is not None and st.journey is not None:
+                self._enter_all(st)
+            return
+        done0, buf0 = st.seen | st.implied, st.buf
         self._in_event = True
         try:
             super().on_event(ev, partition)
         finally:
             self._in_event = False
-        after_st = self.order(oid)
-        after = self.awaiting(after_st) if after_st is not None else ()
-        if before == after:
-            return
-        journey = after_st.journey.name if after_st is not None and after_st.journey is not None else before_journey
-        loads = self._by_index[journey]
-        now = dict(after)
-        last = after_st if after_st is not None else st  # the state as the event left it, closed or not
-        for i, t in before:
-            load = loads[i]
-            load.remove(t)
-            if i in now:
-                continue
-            if last is not None and last.seen >> i & 1:
-                load.left_seen += 1
-            elif last is not None and last.implied >> i & 1:
-                load.left_implied += 1
-            else:
-                load.left_other += 1
-        was = dict(before)
-        for i, t in after:
+        closed = oid not in self._orders
+        done1 = 0 if closed else st.seen | st.implied
+        if done1 == done0 and not closed and st.buf[: len(buf0)] == buf0:
+            return  # nothing it waits at changed (a duplicate, an error, a hop outside the journey)
+        buf1 = st.buf
+        gone = st.seen | st.implied  # what the order reached, closed or not, to class departures
+        for i, a, load in self._plan[st.journey.name]:
+            was = done0 >> a & 1 and not done0 >> i & 1
+            now = done1 >> a & 1 and not done1 >> i & 1
+            if was:
+                t0 = _UNPACK(buf0, 8 * a)[0]
+                if now:
+                    t1 = _UNPACK(buf1, 8 * a)[0]
+                    if t1 != t0:
+                        load.remove(t0)
+                        load.add(t1)
+                    continue
+                load.remove(t0)
+                if st.seen >> i & 1:
+                    load.left_seen += 1
+                elif gone >> i & 1:
+                    load.left_implied += 1
+                else:
+                    load.left_other += 1
+            elif now:
+                load.add(_UNPACK(buf1, 8 * a)[0])
+                load.entered += 1
+
+    def _enter_all(self, st: OrderState) -> None:
+        assert st.journey is not None
+        loads = self._by_index[st.journey.name]
+        for i, t in self.awaiting(st):
             loads[i].add(t)
-            if i not in was:
-                loads[i].entered += 1
+            loads[i].entered += 1
 
     def _close(self, oid: str, st: OrderState) -> None:
         super()._close(oid, st)
