@@ -20,12 +20,12 @@ class DetectorCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         w = self._watch
         opened = GaugeMetricFamily(
-            "ordertrail_detector_incidents_open",
+            "ordertrail_incidents_open",
             "Open incidents, by journey, hop and kind",
             labels=["journey", "hop", "kind"],
         )
         orders = GaugeMetricFamily(
-            "ordertrail_detector_incident_orders",
+            "ordertrail_incident_orders",
             "Orders held open by open incidents (their blast radius), by journey, hop and kind",
             labels=["journey", "hop", "kind"],
         )
@@ -38,20 +38,20 @@ class DetectorCollector(Collector):
             orders.add_metric(list(key), o)
         yield opened
         yield orders
-        yield CounterMetricFamily("ordertrail_detector_incidents_opened", "Incidents opened", value=w.incidents.opened)
-        firing = GaugeMetricFamily("ordertrail_detector_alerts_firing", "Alerts firing now", labels=["alertname"])
+        yield CounterMetricFamily("ordertrail_incidents_opened", "Incidents opened", value=w.incidents.opened)
+        firing = GaugeMetricFamily("ordertrail_alerts_firing", "Alerts firing now", labels=["alertname"])
         by_name: dict[str, int] = {}
         for a in w.firing():
             by_name[a.name] = by_name.get(a.name, 0) + 1
         for name, n in sorted(by_name.items()):
             firing.add_metric([name], n)
         yield firing
-        sent = CounterMetricFamily("ordertrail_detector_alerts_sent", "Alerts delivered, by sink", labels=["sink"])
+        sent = CounterMetricFamily("ordertrail_alerts_sent", "Alerts delivered, by sink", labels=["sink"])
         failed = CounterMetricFamily(
-            "ordertrail_detector_alerts_failed", "Alerts a sink could not deliver, by sink", labels=["sink"]
+            "ordertrail_alerts_failed", "Alerts a sink could not deliver, by sink", labels=["sink"]
         )
         dropped = CounterMetricFamily(
-            "ordertrail_detector_alerts_dropped", "Alerts dropped because a sink's queue was full", labels=["sink"]
+            "ordertrail_alerts_dropped", "Alerts dropped because a sink's queue was full", labels=["sink"]
         )
         for name, st in sorted(w.dispatcher.stats.items()):
             sent.add_metric([name], st.sent)
@@ -62,18 +62,18 @@ class DetectorCollector(Collector):
         yield dropped
         if w.health is not None:
             yield GaugeMetricFamily(
-                "ordertrail_detector_pipeline_degraded",
+                "ordertrail_pipeline_degraded",
                 "1 while PipelineDegraded fires",
                 value=1 if w.health.degraded else 0,
             )
         if w.edges is not None:
             stuck = GaugeMetricFamily(
-                "ordertrail_detector_edge_stuck_orders",
+                "ordertrail_edge_stuck_orders",
                 "Orders waiting at an edge longer than its learned limit, still inside their deadline",
                 labels=["journey", "hop"],
             )
             limit = GaugeMetricFamily(
-                "ordertrail_detector_edge_limit_seconds",
+                "ordertrail_edge_stuck_limit_seconds",
                 "The waiting time past which an order counts as stuck at an edge (baseline p99 x factor)",
                 labels=["journey", "hop"],
             )

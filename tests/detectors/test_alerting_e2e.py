@@ -229,6 +229,6 @@ def test_a_broken_edge_pages_edge_degraded_before_any_deadline_then_the_incident
     assert incident is not None and incident["kind"] == "missing" and incident["orders_total"] >= 1
     assert incident["id"] in {i["id"] for i in http_json(f"{url}/v1/incidents")["incidents"]}
 
-    query = urllib.parse.quote('ordertrail_detector_alerts_sent_total{sink="alertmanager"}')
+    query = urllib.parse.quote('ordertrail_alerts_sent_total{sink="alertmanager"}')
     result = http_json(f"http://127.0.0.1:{prom_port}/api/v1/query?query={query}")["data"]["result"]
     assert result and float(result[0]["value"][1]) > 0, "Prometheus did not scrape the detector metrics"
