@@ -58,6 +58,8 @@ class Incident:
     amounts: dict[str, float | None] = field(default_factory=dict)  # open order -> amount (None: has none)
     value: float = 0.0
     priced: int = 0  # open orders whose amount is known
+    value_total: float = 0.0  # of every order it touched whose amount is known, recovered or not
+    priced_total: int = 0
     examples: list[str] = field(default_factory=list)
     members: list[str] = field(default_factory=list)  # every order it touched, to forget them with it
     closed_at: int | None = None
@@ -122,6 +124,8 @@ class IncidentBook:
                         if amount is not None:
                             inc.value += amount
                             inc.priced += 1
+                            inc.value_total += amount
+                            inc.priced_total += 1
 
     def _add(self, f: Finding) -> None:
         key = (f.journey, f.hop, f.kind)
@@ -249,6 +253,7 @@ class IncidentBook:
             "severity": inc.severity(now_ms, self.settings) if inc.closed_at is None else None,
             "orders": len(inc.open_orders),
             "orders_total": inc.affected,
+            "value_total": round(inc.value_total, 2) if inc.priced_total else None,
             "customers": len(inc.customers),
             "value": round(inc.value, 2) if inc.priced else None,
             "since": format_ts(inc.opened_at),

@@ -2,7 +2,9 @@
 ``ordertrail run --alertmanager`` subprocess, the simulated shop sending through the SDK, and a
 fault that holds every payment for 25 s. Alertmanager must notify exactly one ``EdgeDegraded``
 alert before the first order's deadline, then the order-level incident alert (``OrderMissing``),
-and both resolved after recovery; Prometheus scrapes ``/metrics``. About a minute."""
+and both resolved after recovery; Prometheus scrapes ``/metrics`` and loads the rules of
+``dashboards/``; the order lookup names the incident, priced from the orders' amounts. About a
+minute."""
 
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ SHOP = Shop(
 FAULT = "stop:payment.authorized@20s+25s"  # payments held for 25 s, then sent: a 20 s deadline passes
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 PROMETHEUS = shutil.which("prometheus")
+RULES = Path(__file__).resolve().parents[2] / "dashboards" / "prometheus" / "rules.yml"
 
 
 def http_json(url: str) -> Any:
@@ -146,7 +149,7 @@ def test_a_broken_edge_pages_edge_degraded_before_any_deadline_then_the_incident
         ],
     )
     (tmp_path / "prom.yml").write_text(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ordertrail\n"
+        f"global:\n  scrape_interval: 1s\nrule_files: ['{RULES}']\nscrape_configs:\n  - job_name: ordertrail\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{ot_port}']\n"
     )
     prom, prom_log = procs.start(
@@ -227,8 +230,11 @@ def test_a_broken_edge_pages_edge_degraded_before_any_deadline_then_the_incident
 
     incident = http_json(f"{url}/v1/orders/{found[0]['order_id']}")["incident"]
     assert incident is not None and incident["kind"] == "missing" and incident["orders_total"] >= 1
+    assert incident["value_total"] is not None and incident["value_total"] > 0  # orders carry an amount
     assert incident["id"] in {i["id"] for i in http_json(f"{url}/v1/incidents")["incidents"]}
 
     query = urllib.parse.quote('ordertrail_alerts_sent_total{sink="alertmanager"}')
     result = http_json(f"http://127.0.0.1:{prom_port}/api/v1/query?query={query}")["data"]["result"]
     assert result and float(result[0]["value"][1]) > 0, "Prometheus did not scrape the detector metrics"
+    groups = http_json(f"http://127.0.0.1:{prom_port}/api/v1/rules")["data"]["groups"]
+    assert groups and all(r["health"] != "err" for g in groups for r in g["rules"]), groups

@@ -95,7 +95,7 @@ def test_value_total_follows_amounts_and_recoveries() -> None:
     book.set_amounts(pending, {"o1": 10.5, "o2": 4.5})  # o3 carries no amount
     assert book.views(T0)[0]["value"] == 15.0 and book.pending_amounts() == []
     book.on_findings([resolved(fs[0], T0 + 1)])
-    assert book.views(T0)[0]["value"] == 4.5
+    assert book.views(T0)[0]["value"] == 4.5 and book.views(T0)[0]["value_total"] == 15.0
 
 
 def test_incidents_opened_while_the_pipeline_is_degraded_are_suspect_until_a_healthy_finding() -> None:
