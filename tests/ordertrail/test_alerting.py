@@ -4,6 +4,7 @@ configuration (the log always; Alertmanager and the webhook when asked), duratio
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,43 @@ def test_the_environment_configures_alerting_too() -> None:
 def test_bad_alerting_settings_name_the_flag_and_the_value(argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         config(*argv)
+
+
+def test_incidents_are_rebuilt_from_the_stores_open_findings_and_lookups_name_them(tmp_path: Path) -> None:
+    from detectors import MemorySink
+    from ordertrail.pipeline import Pipeline
+    from tracer.bus import HOPS_TOPIC
+    from tracer.clock import ManualClock
+    from tracer.fakebus import MemoryBus
+    from tracer.journeys import parse_journeys
+    from tracer.memstore import MemStore
+    from tracer.model import Finding
+
+    t0 = 1_795_000_000_000
+    store = MemStore()
+    found = [
+        Finding(f"o{i}", "web_order", "missing", "payment.authorized", "checkout.placed", t0, t0 + i) for i in range(3)
+    ]
+    store.write([], found, [])
+    journeys = parse_journeys(
+        "journeys:\n  web_order:\n    start: checkout.placed\n    steps:\n"
+        "      payment.authorized: {after: checkout.placed, within: 30s}\n"
+    )
+    bus = MemoryBus({HOPS_TOPIC: 1})
+    pipeline = Pipeline(
+        RunConfig(journeys=tmp_path / "j.yaml"),
+        journeys,
+        producer=bus,
+        source=bus.consumer(HOPS_TOPIC, "t"),
+        store=store,  # type: ignore[arg-type]
+        wall=ManualClock(t0),
+        partitions=[0],
+        sinks=[MemorySink()],
+    )
+    pipeline.start()
+    try:
+        (incident,) = pipeline.incidents()
+        assert incident["orders"] == 3 and incident["kind"] == "missing"
+        assert pipeline.watch.incident_of("o1") == incident
+    finally:
+        pipeline.stop()
