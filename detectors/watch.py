@@ -133,6 +133,7 @@ class Watch:
 
     def tick(self) -> list[Alert]:
         """Evaluate every detector and publish what changed; returns the alerts firing now."""
+        self._price()  # a store query: outside the lock, so a scrape never waits for it
         with self._lock:
             self.stats.ticks += 1
             now = self._wall.now_ms()
@@ -144,7 +145,6 @@ class Watch:
                     [] if self.edges is None else [st.hop for st in self.edges.states.values() if st.telemetry_broken]
                 )
                 self.health.tick(broken)
-            self._price()
             desired = {(a.name, a.journey, a.hop): a for a in self._desired(now)}
             changes: list[Alert] = []
             for ident, was in list(self._firing.items()):
