@@ -137,6 +137,24 @@ def test_a_replayed_backlog_raises_no_finding_for_hops_that_arrived_in_it() -> N
     assert sink.findings == []
 
 
+def test_a_backlog_after_a_pause_is_read_in_event_time_even_past_the_advance_interval() -> None:
+    # Caught up, then paused for two minutes while orders kept coming: the cycle that reads the
+    # backlog must not let wall time move the clock mid-batch (it advances every 4 records here).
+    wall = ManualClock(T0)
+    source, sink = FakeSource(), FakeSink()
+    clock = PartitionClock(wall, in_flight_ms=0, warmup_ms=0)
+    proc = Processor(source, sink, Tracer(JOURNEYS), clock, [0], max_records=1000, advance_every=4)
+    source.add(0, event("o0", "checkout.placed", T0))
+    source.add(0, event("o0", "payment.authorized", T0 + 1_000))
+    proc.step()
+    wall.advance(120_000)
+    for i in range(1, 40):
+        source.add(0, event(f"o{i}", "checkout.placed", T0 + i * 3_000))
+        source.add(0, event(f"o{i}", "payment.authorized", T0 + i * 3_000 + 1_000))
+    proc.step()
+    assert sink.findings == [] and proc.stats.cycles == 2
+
+
 def test_a_caught_up_partition_fires_deadlines_on_wall_time_when_nothing_arrives() -> None:
     source, sink, proc, wall = make()
     source.add(0, event("o1", "checkout.placed", T0))
