@@ -22,6 +22,7 @@ EDGE_DEGRADED: Final = "EdgeDegraded"
 HOP_SILENT: Final = "HopSilent"
 CONVERSION_DROP: Final = "ConversionDrop"
 PIPELINE_DEGRADED: Final = "PipelineDegraded"
+SCHEDULE_MISSED: Final = "ScheduleMissed"
 ALERT_OF_KIND: Final = {
     MISSING: "OrderMissing",
     UNCONFIRMED: "ConfirmationMissing",
@@ -47,13 +48,17 @@ class Alert:
     ends_at: int | None = None
     links: dict[str, str] = field(default_factory=dict)  # lookup, dashboard
     incident: str = ""
+    schedule: str = ""  # a scheduled expectation's name: one more label, for ScheduleMissed
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.name, self.journey, self.hop, self.severity)
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.name, self.journey, self.hop, self.severity, self.schedule)
 
     def labels(self) -> dict[str, str]:
-        return {"alertname": self.name, "journey": self.journey, "hop": self.hop, "severity": self.severity}
+        out = {"alertname": self.name, "journey": self.journey, "hop": self.hop, "severity": self.severity}
+        if self.schedule:
+            out["schedule"] = self.schedule
+        return out
 
     def annotations(self) -> dict[str, str]:
         out = {"summary": self.summary, "description": self.description, **self.links}

@@ -15,7 +15,9 @@ findings stream alone (``edges=None, health=None``: incidents and their alerts o
 ``PipelineDegraded`` holds back edge and order-level alerts (``PipelineHealth.inhibits``); an
 ``EdgeDegraded`` or ``HopSilent`` on an edge holds back ``OrderStalled`` there (the edge alert
 already says orders are slow); incidents opened while ordertrail was degraded page only once a
-finding joins them while it is healthy.
+finding joins them while it is healthy. Scheduled expectations (``detectors.schedules``) are judged
+on the tracer's clock every ``schedule_check_ms``; each open miss is a ``ScheduleMissed`` alert
+with a ``schedule`` label.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from detectors.alerts import (
     EDGE_DEGRADED,
     HOP_SILENT,
     PIPELINE_DEGRADED,
+    SCHEDULE_MISSED,
     WARNING,
     Alert,
 )
@@ -40,6 +43,7 @@ from detectors.dispatch import Dispatcher
 from detectors.edges import EdgeState, EdgeWatch
 from detectors.health import PipelineHealth
 from detectors.incidents import Incident, IncidentBook
+from detectors.schedules import ScheduleWatch, WindowResult
 from tracer.clock import Clock
 from tracer.model import FAILED, STALLED, Finding, format_ts
 from tracer.times import format_duration
@@ -63,6 +67,7 @@ class WatchSettings:
     resend_ms: int = 30_000
     stalled_min_orders: int = 5  # an OrderStalled incident pages from this many orders
     failed_min_orders: int = 3  # a HopFailing incident too: a failure now and then is retried, not a problem
+    schedule_check_ms: int = 10_000  # how often scheduled expectations are judged (store queries)
     lookup_url: str = ""
     dashboard_url: str = ""
 
@@ -85,6 +90,7 @@ class Watch:
         edges: EdgeWatch | None = None,
         health: PipelineHealth | None = None,
         amounts: AmountSource | None = None,
+        schedules: ScheduleWatch | None = None,
         settings: WatchSettings | None = None,
     ) -> None:
         self.incidents = incidents
@@ -95,7 +101,9 @@ class Watch:
         self.stats = WatchStats()
         self._wall = wall
         self._amounts = amounts
-        self._firing: dict[tuple[str, str, str], Alert] = {}  # (alertname, journey, hop) -> alert
+        self.schedules = schedules if schedules else None
+        self._last_schedule_check = -(2**62)
+        self._firing: dict[tuple[str, str, str, str], Alert] = {}  # (alertname, journey, hop, schedule) -> alert
         self._last_refresh = -(2**62)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,7 +141,8 @@ class Watch:
 
     def tick(self) -> list[Alert]:
         """Evaluate every detector and publish what changed; returns the alerts firing now."""
-        self._price()  # a store query: outside the lock, so a scrape never waits for it
+        self._price()  # store queries: outside the lock, so a scrape never waits for them
+        self._check_schedules()
         with self._lock:
             self.stats.ticks += 1
             now = self._wall.now_ms()
@@ -145,7 +154,7 @@ class Watch:
                     [] if self.edges is None else [st.hop for st in self.edges.states.values() if st.telemetry_broken]
                 )
                 self.health.tick(broken)
-            desired = {(a.name, a.journey, a.hop): a for a in self._desired(now)}
+            desired = {(a.name, a.journey, a.hop, a.schedule): a for a in self._desired(now)}
             changes: list[Alert] = []
             for ident, was in list(self._firing.items()):
                 new = desired.get(ident)
@@ -176,6 +185,23 @@ class Watch:
         t = self.edges.now_ms() if self.edges is not None else None
         return wall_now if t is None else t
 
+    def _check_schedules(self) -> None:
+        """Judge scheduled expectations on the tracer's clock (never the wall: a window is not
+        missed while ordertrail is behind), at most every ``schedule_check_ms``. In-process only."""
+        if self.schedules is None or self.edges is None:
+            return
+        now = self._wall.now_ms()
+        if now - self._last_schedule_check < self.settings.schedule_check_ms:
+            return
+        t = self.edges.now_ms()
+        if t is None:
+            return  # the tracer has no time yet
+        self._last_schedule_check = now
+        try:
+            self.schedules.check(t)
+        except Exception as exc:  # a store error: judged again next time
+            log.warning("could not judge scheduled expectations: %s", exc)
+
     def _price(self) -> None:
         if self._amounts is None:
             return
@@ -204,6 +230,8 @@ class Watch:
                     edge_alerted.add((st.journey, st.hop))
         if inhibited:
             return out
+        if self.schedules is not None:
+            out.extend(self._schedule_alert(miss, now) for miss in self.schedules.open_misses())
         event_now = self._event_now(now)
         for inc in self.incidents.open_incidents():
             if inc.pipeline_suspect:
@@ -286,6 +314,19 @@ class Watch:
                 links=self._links(),
             )
         return None
+
+    def _schedule_alert(self, miss: WindowResult, now: int) -> Alert:
+        return Alert(
+            SCHEDULE_MISSED,
+            "",
+            miss.hop,
+            WARNING,
+            f"scheduled {miss.schedule} did not happen as due",
+            miss.explanation(),
+            now,
+            links=self._links(),
+            schedule=miss.schedule,
+        )
 
     def _incident_alert(self, inc: Incident, now: int, event_now: int) -> Alert:
         name = ALERT_OF_KIND.get(inc.kind, "OrderProblem")

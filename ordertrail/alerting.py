@@ -4,6 +4,7 @@ tracer and processor views the detectors read, and the ``Watch`` that ties them 
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 from detectors import (
     AlertmanagerSink,
@@ -21,11 +22,16 @@ from detectors import (
     WatchSettings,
     WebhookSink,
 )
+from detectors.schedules import HopQuery, ScheduleWatch
 from detectors.watch import AmountSource
 from ordertrail.config import RunConfig
 from tracer.clock import Clock
 from tracer.processor import Processor
 from tracer.waiting import WaitingTracer
+
+
+class DetectorStore(AmountSource, HopQuery, Protocol):
+    """What the detectors ask of the store: order amounts and scheduled hop counts."""
 
 
 class ProcessorView:
@@ -70,20 +76,23 @@ def build_watch(
     lock: threading.Lock,
     wall: Clock,
     *,
-    amounts: AmountSource | None = None,
+    store: DetectorStore | None = None,
     sinks: list[AlertSink] | None = None,
 ) -> Watch:
-    """The in-process detectors of ``ordertrail run``: incidents, edges and pipeline health."""
+    """The in-process detectors of ``ordertrail run``: incidents, edges, pipeline health and, with
+    a store to ask, the value of incident orders and scheduled expectations."""
     incidents = IncidentBook(IncidentSettings(window_ms=config.incident_window_ms), lookup_url=config.lookup_url)
     edges = EdgeWatch(TracerEdges(tracer, lock), EdgeSettings())
     health = PipelineHealth(ProcessorView(processor), wall, HealthSettings())
+    schedules = ScheduleWatch(tracer.journeys.schedules, store) if store is not None else None
     return Watch(
         incidents,
         Dispatcher(sinks if sinks is not None else sinks_of(config)),
         wall,
         edges=edges,
         health=health,
-        amounts=amounts,
+        amounts=store,
+        schedules=schedules,
         settings=WatchSettings(
             resend_ms=config.alert_resend_ms, lookup_url=config.lookup_url, dashboard_url=config.dashboard_url
         ),

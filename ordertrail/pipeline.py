@@ -81,7 +81,7 @@ class Pipeline:
             forward=self._forward,
         )
         self.watch = build_watch(
-            config, self.processor, self.tracer, self.processor.lock, wall, amounts=store, sinks=sinks
+            config, self.processor, self.tracer, self.processor.lock, wall, store=store, sinks=sinks
         )
         self.processor.add_listener(self.watch.on_findings)
         self.ingest_stats = IngestStats()

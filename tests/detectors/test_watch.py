@@ -11,12 +11,15 @@ from detectors.dispatch import Dispatcher
 from detectors.edges import EdgeWatch, TracerEdges
 from detectors.health import HealthSettings, PipelineHealth
 from detectors.incidents import IncidentBook, IncidentSettings
+from detectors.schedules import ScheduleWatch
 from detectors.watch import Watch, WatchSettings
-from tests.detectors.conftest import T0, Shop
+from tests.detectors.conftest import T0, Shop, event
 from tests.detectors.test_health import FakePipeline
 from tracer.clock import ManualClock
 from tracer.journeys import parse_journeys
+from tracer.memstore import MemStore
 from tracer.model import MISSING, Finding
+from tracer.schedules import Cron, Schedule
 from tracer.waiting import WaitingTracer
 
 SHORT = """
@@ -133,3 +136,33 @@ def test_findings_stream_mode_pages_incidents_without_a_tracer() -> None:
     (alert,) = watch.tick()
     assert alert.labels() == {"alertname": "ConfirmationMissing", "journey": "j", "hop": "email", "severity": "warning"}
     assert watch.incident_of("o1") is not None
+
+
+def test_a_missed_scheduled_expectation_fires_schedule_missed_and_a_late_event_resolves_it() -> None:
+    hourly = Schedule("hourly_export", "export.done", Cron.parse("0 * * * *"))
+    store = MemStore()
+    tracer = WaitingTracer(parse_journeys(SHORT))
+    clock = ManualClock(T0)
+    sink = MemorySink()
+    watch = Watch(
+        IncidentBook(),
+        Dispatcher([sink]),
+        clock,
+        edges=EdgeWatch(TracerEdges(tracer, threading.Lock())),
+        schedules=ScheduleWatch([hourly], store),
+        settings=WatchSettings(schedule_check_ms=0),
+    )
+    top = T0 - T0 % 3_600_000 + 3_600_000  # the next full hour after T0
+    tracer.advance(top + 1000)
+    watch.tick()
+    (alert,) = watch.tick()
+    assert alert.labels() == {
+        "alertname": "ScheduleMissed",
+        "journey": "",
+        "hop": "export.done",
+        "severity": "warning",
+        "schedule": "hourly_export",
+    }
+    assert "hourly_export: export.done was due" in alert.description
+    store.write([event("x1", "export.done", top - 60_000)], [], [])  # it ran after all, reported late
+    assert watch.tick() == []
