@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from functools import lru_cache
 from typing import Final
 
 _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -59,15 +58,21 @@ def format_duration(ms: int) -> str:
 
 def parse_ts(value: object) -> int:
     """An instant as epoch milliseconds. Raises ValueError saying what was wrong."""
-    if type(value) is str and len(value) == 24 and value[19] == "." and value[23] in "Zz" and value[16] == ":":
-        # The wire form (2026-11-22T10:02:03.123Z), from a memo of whole minutes: the hot path.
-        sec = value[17:19] + value[20:23]
-        if sec.isascii() and sec.isdigit() and (ms := int(sec)) < 60_000:
-            base = _minute_ms(value[:16])
-            if base is not None and MIN_TS_MS <= base + ms < MAX_TS_MS:
-                return base + ms
+    if type(value) is str and len(value) == 24 and value[19] == "." and value[23] in "Zz":
+        # The wire form (2026-11-22T10:02:03.123Z), from a memo of whole seconds: the hot path.
+        base = _SECONDS.get(value[:19])
+        if base is None:
+            base = _second_ms(value[:19])
+        ms = _MILLIS.get(value[20:23])
+        if base >= 0 and ms is not None:
+            return base + ms
     if type(value) is int and MIN_TS_MS <= value < MAX_TS_MS:
         return value
+    return _parse_careful(value)
+
+
+def _parse_careful(value: object) -> int:
+    """``parse_ts`` for every form, checking each rule."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not {TS_HELP}")
     if isinstance(value, int | float):
@@ -97,15 +102,22 @@ def parse_ts(value: object) -> int:
     raise ValueError(f"{_short(value)} is not {TS_HELP}")
 
 
-@lru_cache(maxsize=4096)
-def _minute_ms(prefix: str) -> int | None:
-    """``"2026-11-22T10:02"`` as epoch milliseconds; None when it is not that shape."""
-    if prefix[4] != "-" or prefix[7] != "-" or prefix[10] not in "Tt " or prefix[13] != ":":
-        return None
+_SECONDS: Final[dict[str, int]] = {}  # "2026-11-22T10:02:03" -> epoch ms, -1 when not a valid one
+_SECONDS_MAX: Final = 1 << 16
+_MILLIS: Final = {f"{ms:03d}": ms for ms in range(1000)}  # "007" -> 7: three ASCII digits only
+
+
+def _second_ms(prefix: str) -> int:
+    """``"2026-11-22T10:02:03"`` as epoch milliseconds (in 2000–2100), remembered; -1 when the
+    careful path must look at it. Exactly what ``parse_ts`` gives for ``prefix + ".000Z"``."""
     try:
-        return int(datetime.fromisoformat(prefix + ":00+00:00").timestamp()) * 1000
+        base = _parse_careful(prefix + ".000Z")
     except ValueError:
-        return None
+        base = -1
+    if len(_SECONDS) >= _SECONDS_MAX:
+        _SECONDS.clear()  # bounded: an input of scattered times costs a re-parse, not memory
+    _SECONDS[prefix] = base
+    return base
 
 
 def _zone(text: str) -> str | None:
