@@ -65,6 +65,7 @@ from tracer.transit import EdgeTransit
 _Q: Final = struct.Struct("<q")
 _UNPACK: Final = _Q.unpack_from
 _PACK: Final = _Q.pack
+_PACK_INTO: Final = _Q.pack_into
 _UNSET: Final = -(2**63)
 _UNSET_BYTES: Final = _PACK(_UNSET)
 _NONE_ARMED: Final = _PACK(0)
@@ -127,6 +128,61 @@ class TracerStats:
     resolved: dict[str, int] = field(default_factory=dict)
 
 
+class _Plan:
+    """What the hot path needs of one journey, worked out once: byte offsets into an order's
+    ``buf``, each hop's ancestors and the edges its arrival teaches, and per set of hops done the
+    steps then awaited (with what ``_check`` needs of each)."""
+
+    __slots__ = ("ancestors", "awaited", "complete_mask", "index", "journey", "learns", "n8", "steps")
+
+    def __init__(self, j: Journey, edges: list[EdgeTransit]) -> None:
+        self.journey = j
+        self.index = j.index
+        self.n8 = 8 * len(j.hops)
+        self.complete_mask = j.complete_mask
+        self.ancestors = tuple(tuple(sorted(a)) for a in j.ancestors)
+        # hop i -> (edge, offset of the other hop's time, bit of the other hop, sign): the other
+        # hop is i's after hop (transit = ts - its time) or a child of i (transit = its time - ts)
+        learns: list[tuple[tuple[EdgeTransit, int, int, int], ...]] = []
+        for i, step in enumerate(j.step_at):
+            found = []
+            if step is not None:
+                found.append((edges[i], 8 * step.after_index, 1 << step.after_index, 1))
+            for child in j.children[i]:
+                found.append((edges[child.index], 8 * child.index, 1 << child.index, -1))
+            learns.append(tuple(found))
+        self.learns = tuple(learns)
+        # (hop index, bit, after bit, offset of the after hop's time, within, stall_after or None,
+        # edge, stalled bit, missing bit, kind of the hard limit)
+        self.steps = tuple(
+            (
+                st.index,
+                1 << st.index,
+                1 << st.after_index,
+                8 * st.after_index,
+                st.within_ms,
+                st.stall_after_ms,
+                edges[st.index],
+                1 << (2 * st.index),
+                2 << (2 * st.index),
+                UNCONFIRMED if st.confirmation else MISSING,
+            )
+            for st in j.steps
+        )
+        self.awaited: dict[int, tuple[_Awaited, ...]] = {}
+
+    def awaiting(self, done: int) -> tuple[_Awaited, ...]:
+        """The steps not done whose after hop is done, in journey order."""
+        found = self.awaited.get(done)
+        if found is None:
+            found = tuple(s for s in self.steps if not done & s[1] and done & s[2])
+            self.awaited[done] = found
+        return found
+
+
+_Awaited = tuple[int, int, int, int, int, int | None, EdgeTransit, int, int, str]
+
+
 class Tracer:
     """Per-order journey state and deadlines for the partitions this instance owns."""
 
@@ -153,6 +209,7 @@ class Tracer:
         self._edges: dict[str, list[EdgeTransit]] = {
             name: [EdgeTransit(journeys.learning) for _ in j.hops] for name, j in journeys.journeys.items()
         }
+        self._plans = {name: _Plan(j, self._edges[name]) for name, j in journeys.journeys.items()}
         self._findings: list[Finding] = []
         # Orders changed since the last drain; closed ones are snapshotted as they close.
         self._dirty: dict[str, OrderState | OrderSnapshot] | None = {} if track_snapshots else None
@@ -170,7 +227,8 @@ class Tracer:
                 return  # stored by the caller; nothing left to decide for a closed order
             st = self._new_state(ev, partition)
         journey = st.journey
-        n8 = 8 * len(journey.hops) if journey is not None else 0
+        plan = self._plans[journey.name] if journey is not None else None
+        n8 = plan.n8 if plan is not None else 0
         h = _eid_bytes(ev.event_id)
         buf = st.buf
         start = n8 + 16
@@ -184,15 +242,15 @@ class Tracer:
         changed = bytearray(buf)
         changed += h
         if ts > _UNPACK(buf, n8)[0]:
-            _Q.pack_into(changed, n8, ts)
+            _PACK_INTO(changed, n8, ts)
         if ev.customer_id and not st.customer_id:
             st.customer_id = ev.customer_id
         if st.trace_id is None and ev.trace_id != derive_trace_id(oid):
             st.trace_id = ev.trace_id
         if self._dirty is not None:
             self._dirty[oid] = st
-        i = journey.index.get(ev.hop) if journey is not None else None
-        if journey is None or i is None or ev.status == STATUS_ERROR:
+        i = plan.index.get(ev.hop) if plan is not None else None
+        if plan is None or i is None or ev.status == STATUS_ERROR:
             st.buf = bytes(changed)
             if journey is None:
                 journey = self._adopt(oid, st, ev)
@@ -207,12 +265,23 @@ class Tracer:
                 self._on_error(oid, st, journey, i, ts)
                 self._after_change(oid, st, journey, was_complete)
             return
-        was_complete = (st.seen | st.implied) & journey.complete_mask == journey.complete_mask
-        moved = self._fold(st, journey, i, ts, changed)
+        assert journey is not None
+        mask = plan.complete_mask
+        was_complete = (st.seen | st.implied) & mask == mask
+        moved = self._fold(st, plan, i, ts, changed)
         st.buf = bytes(changed)
         if moved >= 0:
-            self._answered(oid, st, journey, moved)
-        self._after_change(oid, st, journey, was_complete)
+            if oid in self._open:
+                self._resolve_answered(oid, st, journey)
+            if moved and oid in self._failures:
+                self._shorten_failures(oid, st, journey, moved)
+        if (st.seen | st.implied) & mask == mask:
+            if not was_complete:
+                stats.completed += 1
+            if oid not in self._open:
+                self._close(oid, st)
+                return
+        self._check(oid, st, self.now)
 
     def _new_state(self, ev: HopEvent, partition: int) -> OrderState:
         journey = None
@@ -254,35 +323,42 @@ class Tracer:
             self._on_error(oid, st, j, i, ts)
             return
         changed = bytearray(st.buf)
-        moved = self._fold(st, j, i, ts, changed)
+        moved = self._fold(st, self._plans[j.name], i, ts, changed)
         if moved >= 0:
             st.buf = bytes(changed)
             self._answered(oid, st, j, moved)
 
-    def _fold(self, st: OrderState, j: Journey, i: int, ts: int, changed: bytearray) -> int:
+    @staticmethod
+    def _fold(st: OrderState, plan: _Plan, i: int, ts: int, changed: bytearray) -> int:
         """Hop ``i`` went through at ``ts``: its time, the hops it implies, the edges it teaches.
         Updates ``changed`` (the order's buf) and returns the hops whose known time moved back,
         or -1 when the hop was already known at this time or earlier (nothing changed)."""
         bit = 1 << i
-        if st.seen & bit and _UNPACK(changed, 8 * i)[0] <= ts:
+        seen = st.seen
+        implied = st.implied
+        if seen & bit and _UNPACK(changed, 8 * i)[0] <= ts:
             return -1  # the hop is known at this time or earlier; an earlier report moves it back
-        moved = 0  # hops whose time moved back: a resolved failure there was shorter
-        if st.seen & bit or st.implied & bit:
-            moved = bit
-        _Q.pack_into(changed, 8 * i, ts)
-        st.seen |= bit
-        st.implied &= ~bit
-        self._learn(st, j, i, changed, ts)
+        # hops whose time moved back: a resolved failure there was shorter
+        moved = bit if (seen | implied) & bit else 0
+        _PACK_INTO(changed, 8 * i, ts)
+        seen |= bit
+        st.seen = seen
+        # what the hop teaches: the transit from its after hop, and to its children seen already
+        for edge, off, other, sign in plan.learns[i]:
+            if seen & other:
+                edge.record(sign * (ts - _UNPACK(changed, off)[0]))
         # Every hop before this one happened, reported or not: cancel what waits for them.
-        for a in j.ancestors[i]:
+        implied &= ~bit
+        for a in plan.ancestors[i]:
             abit = 1 << a
-            if not st.seen & abit:
-                if not st.implied & abit:
-                    _Q.pack_into(changed, 8 * a, ts)
-                    st.implied |= abit
+            if not seen & abit:
+                if not implied & abit:
+                    _PACK_INTO(changed, 8 * a, ts)
+                    implied |= abit
                 elif _UNPACK(changed, 8 * a)[0] > ts:
-                    _Q.pack_into(changed, 8 * a, ts)
+                    _PACK_INTO(changed, 8 * a, ts)
                     moved |= abit
+        st.implied = implied
         return moved
 
     def _answered(self, oid: str, st: OrderState, j: Journey, moved: int) -> None:
@@ -388,15 +464,6 @@ class Tracer:
             )
         )
 
-    def _learn(self, st: OrderState, j: Journey, i: int, times: bytearray, ts: int) -> None:
-        edges = self._edges[j.name]
-        step = j.step_at[i]
-        if step is not None and st.seen & (1 << step.after_index):
-            edges[i].record(ts - _UNPACK(times, 8 * step.after_index)[0])
-        for child in j.children[i]:
-            if st.seen & (1 << child.index):
-                edges[child.index].record(_UNPACK(times, 8 * child.index)[0] - ts)
-
     def _after_change(self, oid: str, st: OrderState, j: Journey, was_complete: bool) -> None:
         if (st.seen | st.implied) & j.complete_mask == j.complete_mask:
             if not was_complete:
@@ -413,51 +480,65 @@ class Tracer:
         if now_ms <= self.now:
             return
         self.now = now_ms
+        due = self._index.pop_due(now_ms)
+        if not due:
+            return
         orders = self._orders
-        for armed, order_ids in self._index.pop_due(now_ms):
+        plans = self._plans
+        for armed, order_ids in due:
             for oid in order_ids:
                 st = orders.get(oid)
                 if st is None:
                     continue
                 j = st.journey
-                if _UNPACK(st.buf, 8 * len(j.hops) + 8 if j is not None else 8)[0] == armed:
+                if _UNPACK(st.buf, plans[j.name].n8 + 8 if j is not None else 8)[0] == armed:
                     self._check(oid, st, now_ms, fired=True)
 
     def _check(self, oid: str, st: OrderState, now: int, fired: bool = False) -> None:
         """Raise what is due for one order and arm its next deadline (or retire it)."""
         j = st.journey
         buf = st.buf
-        n8 = 8 * len(j.hops) if j is not None else 0
+        if j is None:
+            n8 = 0
+            awaited: tuple[_Awaited, ...] = ()
+        else:
+            plan = self._plans[j.name]
+            n8 = plan.n8
+            awaited = plan.awaiting(st.seen | st.implied)
         next_due = _UNPACK(buf, n8)[0] + self.retention_ms
-        if j is not None:
-            opened = self._open.get(oid)
-            failing = opened is not None and any(f.kind == FAILED for f in opened)
-            done = st.seen | st.implied
-            raised = st.raised
-            edges = self._edges[j.name]
-            for step in j.steps:
-                i = step.index
-                if done & (1 << i) or not done & (1 << step.after_index):
-                    continue
-                base = _UNPACK(buf, 8 * step.after_index)[0]
-                hard = base + step.within_ms
-                soft = base + step.stall_after_ms if step.stall_after_ms is not None else None
-                if soft is None and (learned := edges[i].limit_ms) is not None:
-                    soft = base + learned
+        failing: bool | None = None  # worked out when something is overdue
+        raised = st.raised
+        for i, _, _, after_off, within, stall_after, edge, soft_bit, hard_bit, kind in awaited:
+            base = _UNPACK(buf, after_off)[0]
+            hard = base + within
+            if not raised & soft_bit:
+                if stall_after is not None:
+                    soft: int | None = base + stall_after
+                else:
+                    learned = edge.limit_ms
+                    soft = base + learned if learned is not None else None
                 # While the order has an open failure, what falls due is held back: it is
                 # looked at again when the failure resolves (on_event checks the order again).
-                if soft is not None and soft < hard and not raised & (1 << (2 * i)):
+                if soft is not None and soft < hard:
                     if soft >= now:
                         if soft < next_due:
                             next_due = soft
-                    elif not failing:
-                        self._raise(oid, st, j, i, STALLED, soft, now)
-                if not raised & (2 << (2 * i)):
-                    if hard >= now:
-                        if hard < next_due:
-                            next_due = hard
-                    elif not failing:
-                        self._raise(oid, st, j, i, UNCONFIRMED if step.confirmation else MISSING, hard, now)
+                    else:
+                        if failing is None:
+                            failing = self._failing(oid)
+                        if not failing:
+                            assert j is not None
+                            self._raise(oid, st, j, i, STALLED, soft, now)
+            if not raised & hard_bit:
+                if hard >= now:
+                    if hard < next_due:
+                        next_due = hard
+                else:
+                    if failing is None:
+                        failing = self._failing(oid)
+                    if not failing:
+                        assert j is not None
+                        self._raise(oid, st, j, i, kind, hard, now)
         if next_due < now:
             self._retire(oid, st)
             return
@@ -465,6 +546,10 @@ class Tracer:
         if armed == 0 or next_due < armed:
             st.buf = b"".join((buf[: n8 + 8], _PACK(next_due), buf[n8 + 16 :]))
             self._index.arm(next_due, oid)
+
+    def _failing(self, oid: str) -> bool:
+        opened = self._open.get(oid)
+        return opened is not None and any(f.kind == FAILED for f in opened)
 
     def _raise(self, oid: str, st: OrderState, j: Journey, i: int, kind: str, due: int, now: int) -> None:
         st.raised |= (1 if kind == STALLED else 2) << (2 * i)
