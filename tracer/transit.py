@@ -1,8 +1,9 @@
 """Learned transit times of one edge (the ``after`` hop to a step), for the soft limit of steps
 without an explicit ``stall_after`` (CONTRACT §2).
 
-A ring of the most recent samples; the percentile is recomputed every ``refresh`` samples, so
-recording is O(1) amortised and reading is O(1). The soft limit is ``percentile × factor``, never
+A ring of the most recent samples, and the same samples kept sorted (a bisect and a list insert
+per sample, in C: cheaper than sorting the ring at each refresh); the percentile is re-read every
+``refresh`` samples, so reading is O(1). The soft limit is ``percentile × factor``, never
 below the floor; it is withheld until enough samples exist (no guessing on a cold edge).
 
 Every sample is also counted in fixed buckets (``BUCKETS_MS``, one bisect per sample), the
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from typing import Final
 
 from tracer.journeys import StallLearning
@@ -32,9 +33,12 @@ class EdgeTransit:
         "_every",
         "_hist",
         "_learning",
+        "_min_samples",
         "_pos",
         "_ring",
         "_since",
+        "_size",
+        "_sorted",
         "count",
         "limit_ms",
         "percentile_ms",
@@ -47,6 +51,9 @@ class EdgeTransit:
         self._learning = learning
         self._every = refresh
         self._ring = array("q", [0]) * size
+        self._size = size
+        self._min_samples = learning.min_samples
+        self._sorted: list[int] = []  # the samples in the ring, in order
         self._pos = 0
         self.count = 0
         self._since = refresh - 1  # the first refresh comes as soon as min_samples is reached
@@ -61,17 +68,26 @@ class EdgeTransit:
         self._hist[bisect_left(BUCKETS_MS, transit_ms)] += 1
         self.sum_ms += transit_ms
         ring = self._ring
-        ring[self._pos] = transit_ms if transit_ms > 0 else 0
-        self._pos = (self._pos + 1) % len(ring)
-        self.count += 1
-        self._since += 1
-        if self._since >= self._every and self.count >= self._learning.min_samples:
+        pos = self._pos
+        oldest = ring[pos]
+        ring[pos] = transit_ms
+        window = self._sorted
+        count = self.count
+        if count >= self._size:  # the ring was full: the oldest sample leaves the window
+            del window[bisect_left(window, oldest)]
+        insort(window, transit_ms)
+        pos += 1
+        self._pos = pos if pos < self._size else 0
+        self.count = count = count + 1
+        since = self._since + 1
+        self._since = since
+        if since >= self._every and count >= self._min_samples:
             self._refresh()
 
     def _refresh(self) -> None:
         self._since = 0
-        n = min(self.count, len(self._ring))
-        window = sorted(self._ring[:n])
+        window = self._sorted
+        n = len(window)
         rank = max(0, math.ceil(n * self._learning.percentile / 100.0) - 1)  # nearest rank
         self.percentile_ms = window[rank]
         self.limit_ms = max(self._learning.floor_ms, int(window[rank] * self._learning.factor))
