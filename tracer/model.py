@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Final
 
 import msgspec
@@ -157,14 +156,24 @@ _TRACE_HASH: Final = hashlib.blake2b(digest_size=16, person=b"ordertrail-trace")
 _EVENT_HASH: Final = hashlib.blake2b(digest_size=16, person=b"ordertrail-event")
 
 
-@lru_cache(maxsize=1 << 15)
+_TRACE_IDS: Final[dict[str, str]] = {}  # order id -> derived trace id, for the orders of late
+_TRACE_IDS_MAX: Final = 4096  # small: hops of an order come close together; it must not hold memory
+
+
 def derive_trace_id(order_id: str) -> str:
-    """The trace id every hop of an order shares when no context was propagated. Memoized: the
-    hops of an order come close together, and the engine asks again for each of them."""
-    h = _TRACE_HASH.copy()
-    h.update(order_id.encode())
-    digest = h.hexdigest()
-    return digest if digest.strip("0") else "1".rjust(32, "0")
+    """The trace id every hop of an order shares when no context was propagated. Remembered for
+    the most recent orders: their next hops, and the engine, ask again."""
+    found = _TRACE_IDS.get(order_id)
+    if found is None:
+        h = _TRACE_HASH.copy()
+        h.update(order_id.encode())
+        found = h.hexdigest()
+        if not found.strip("0"):
+            found = "1".rjust(32, "0")
+        if len(_TRACE_IDS) >= _TRACE_IDS_MAX:
+            _TRACE_IDS.clear()
+        _TRACE_IDS[order_id] = found
+    return found
 
 
 def derive_event_id(order_id: str, hop: str, ts_ms: int) -> str:
