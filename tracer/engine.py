@@ -133,7 +133,18 @@ class _Plan:
     ``buf``, each hop's ancestors and the edges its arrival teaches, and per set of hops done the
     steps then awaited (with what ``_check`` needs of each)."""
 
-    __slots__ = ("ancestors", "awaited", "complete_mask", "index", "journey", "learns", "n8", "steps")
+    __slots__ = (
+        "ancestors",
+        "awaited",
+        "complete_mask",
+        "index",
+        "journey",
+        "layouts",
+        "learns",
+        "n8",
+        "steps",
+        "times",
+    )
 
     def __init__(self, j: Journey, edges: list[EdgeTransit]) -> None:
         self.journey = j
@@ -170,6 +181,26 @@ class _Plan:
             for st in j.steps
         )
         self.awaited: dict[int, tuple[_Awaited, ...]] = {}
+        self.times = struct.Struct(f"<{len(j.hops) + 1}q")  # the hop times and the latest event time
+        self.layouts: dict[int, _Layout] = {}
+
+    def layout(self, seen: int, implied: int) -> _Layout:
+        """For a snapshot: the hops done (names, indexes, implied or not) and the steps awaited
+        (after hop index, within, hop), in journey order."""
+        key = seen | implied << 32  # a journey has at most 32 hops
+        found = self.layouts.get(key)
+        if found is None:
+            done = seen | implied
+            hops = [i for i in range(len(self.journey.hops)) if done & (1 << i)]
+            found = (
+                tuple(self.journey.hops[i] for i in hops),
+                tuple(hops),
+                tuple(not seen & (1 << i) for i in hops),
+                tuple((step.after_index, step.within_ms, step.hop) for step in self.journey.steps
+                      if not done & (1 << step.index) and done & (1 << step.after_index)),
+            )  # fmt: skip
+            self.layouts[key] = found
+        return found
 
     def awaiting(self, done: int) -> tuple[_Awaited, ...]:
         """The steps not done whose after hop is done, in journey order."""
@@ -181,6 +212,7 @@ class _Plan:
 
 
 _Awaited = tuple[int, int, int, int, int, int | None, EdgeTransit, int, int, str]
+_Layout = tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...], tuple[tuple[int, int, str], ...]]
 
 
 class Tracer:
@@ -607,24 +639,26 @@ class Tracer:
     def snapshot(self, oid: str, st: OrderState) -> OrderSnapshot:
         j = st.journey
         buf = st.buf
-        n8 = 8 * len(j.hops) if j is not None else 0
-        last_ts = _UNPACK(buf, n8)[0]
         hops: list[str] = []
         hop_ts: list[int] = []
         implied: list[bool] = []
         next_hop, next_due = "", 0
-        if j is not None:
-            done = st.seen | st.implied
-            for i, hop in enumerate(j.hops):
-                if done & (1 << i):
-                    hops.append(hop)
-                    hop_ts.append(_UNPACK(buf, 8 * i)[0])
-                    implied.append(not st.seen & (1 << i))
-            for step in j.steps:
-                if not done & (1 << step.index) and done & (1 << step.after_index):
-                    due = _UNPACK(buf, 8 * step.after_index)[0] + step.within_ms
-                    if next_due == 0 or due < next_due:
-                        next_hop, next_due = step.hop, due
+        if j is None:
+            n8 = 0
+            last_ts = _UNPACK(buf, 0)[0]
+        else:
+            plan = self._plans[j.name]
+            n8 = plan.n8
+            times = plan.times.unpack_from(buf)
+            last_ts = times[-1]
+            names, indexes, flags, awaited = plan.layout(st.seen, st.implied)
+            hops = list(names)
+            hop_ts = [times[i] for i in indexes]
+            implied = list(flags)
+            for after, within, hop in awaited:
+                due = times[after] + within
+                if next_due == 0 or due < next_due:
+                    next_hop, next_due = hop, due
         return OrderSnapshot(
             oid,
             st.partition,
@@ -644,12 +678,12 @@ class Tracer:
             st.implied,
             st.raised,
             _eid_ints(buf[n8 + 16 :]),
-            list(st.pending or ()),
+            list(st.pending) if st.pending else [],
         )
 
     def status_of(self, oid: str, st: OrderState) -> str:
         worst = ""
-        for f in self._open.get(oid, ()):
+        for f in self._open.get(oid) or ():
             if _SEVERITY[f.kind] > _SEVERITY.get(worst, 0):
                 worst = f.kind
         if worst:
