@@ -68,6 +68,7 @@ _PACK: Final = _Q.pack
 _PACK_INTO: Final = _Q.pack_into
 _UNSET: Final = -(2**63)
 _UNSET_BYTES: Final = _PACK(_UNSET)
+_NOTHING_DUE: Final = 2**63 - 1
 _NONE_ARMED: Final = _PACK(0)
 _MAX_PENDING: Final = 32  # hops of an order whose journey is not yet known, kept to replay
 _SEVERITY: Final = {STALLED: 1, UNCONFIRMED: 2, MISSING: 3, FAILED: 4}
@@ -537,7 +538,7 @@ class Tracer:
             plan = self._plans[j.name]
             n8 = plan.n8
             awaited = plan.awaiting(st.seen | st.implied)
-        next_due = _UNPACK(buf, n8)[0] + self.retention_ms
+        next_due = _NOTHING_DUE
         failing: bool | None = None  # worked out when something is overdue
         raised = st.raised
         for i, _, _, after_off, within, stall_after, edge, soft_bit, hard_bit, kind in awaited:
@@ -571,9 +572,13 @@ class Tracer:
                     if not failing:
                         assert j is not None
                         self._raise(oid, st, j, i, kind, hard, now)
-        if next_due < now:
-            self._retire(oid, st)
-            return
+        if next_due == _NOTHING_DUE:
+            # Nothing awaited: held until the retention period after its latest event. (Never
+            # sooner: while a deadline is ahead the order is kept, whatever the retention.)
+            next_due = _UNPACK(buf, n8)[0] + self.retention_ms
+            if next_due < now:
+                self._retire(oid, st)
+                return
         armed = 0 if fired else _UNPACK(buf, n8 + 8)[0]
         if armed == 0 or next_due < armed:
             st.buf = b"".join((buf[: n8 + 8], _PACK(next_due), buf[n8 + 16 :]))

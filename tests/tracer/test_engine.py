@@ -598,6 +598,19 @@ def test_an_idle_order_is_retired_after_the_retention_and_its_findings_stay_open
     assert {f.status for f in latest(t.drain_findings()).values()} == {OPEN}
 
 
+def test_retention_never_retires_an_order_while_a_deadline_is_ahead() -> None:
+    t = tracer(retention_ms=3600 * S)
+    feed(t, hop("o1", CHECKOUT, 0), hop("o1", PAYMENT, S), hop("o1", INVENTORY, 2 * S), hop("o1", EMAIL, 3 * S))
+    t.advance(at(2 * 3600 * S))  # idle past the retention, but fulfilment.shipped is due in 24h
+    assert len(t) == 1
+    assert t.drain_findings() == []
+    t.advance(at(24 * 3600 * S + 2 * S + 1))
+    (f,) = t.drain_findings()
+    assert (f.hop, f.kind, f.status, f.due_at) == (SHIPPED, MISSING, OPEN, at(24 * 3600 * S + 2 * S))
+    assert len(t) == 0  # decided, nothing more awaited, idle past the retention: retired
+    assert t.stats.retired == 1
+
+
 # -- what the engine hands over ----------------------------------------------------------------
 
 
