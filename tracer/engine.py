@@ -66,67 +66,13 @@ _Q: Final = struct.Struct("<q")
 _UNPACK: Final = _Q.unpack_from
 _PACK: Final = _Q.pack
 _PACK_INTO: Final = _Q.pack_into
+_FROMHEX: Final = bytes.fromhex
 _UNSET: Final = -(2**63)
 _UNSET_BYTES: Final = _PACK(_UNSET)
 _NOTHING_DUE: Final = 2**63 - 1
 _NONE_ARMED: Final = _PACK(0)
 _MAX_PENDING: Final = 32  # hops of an order whose journey is not yet known, kept to replay
 _SEVERITY: Final = {STALLED: 1, UNCONFIRMED: 2, MISSING: 3, FAILED: 4}
-
-
-class OrderState(msgspec.Struct, gc=False):
-    """One open order. Bit i of ``seen`` is hop i of the journey (0 is the start).
-
-    ``buf`` packs int64s: the time of each hop of the journey (earliest ok time; for an implied
-    hop, a bound: the earliest later hop), then the latest event time, then the deadline the order
-    is armed for (0: none), then one 8-byte hash per event id seen."""
-
-    journey: Journey | None
-    partition: int
-    buf: bytes
-    seen: int = 0  # hops reported ok
-    implied: int = 0  # hops not reported, but a later hop was: they happened
-    raised: int = 0  # bit 2i: stalled raised for hop i; bit 2i+1: missing/unconfirmed raised
-    trace_id: str | None = None  # None: derived from the order id
-    customer_id: str = ""
-    pending: list[tuple[str, int, bool]] | None = None  # (hop, ts, error) awaiting a journey
-
-
-class OrderSnapshot(msgspec.Struct, frozen=True):
-    """What the store keeps of an order: enough for the lookup and to restore it exactly."""
-
-    order_id: str
-    partition: int
-    journey: str
-    trace_id: str
-    customer_id: str
-    status: str
-    hops: list[str]  # journey hops reported or implied, in journey order
-    hop_ts: list[int]
-    implied: list[bool]
-    first_ts: int
-    last_ts: int
-    next_hop: str
-    next_due: int  # 0 when nothing is awaited
-    open: bool  # still held by the tracer (not completed or retired)
-    seen_mask: int
-    implied_mask: int
-    raised_mask: int
-    eids: list[int]
-    pending: list[tuple[str, int, bool]]
-
-
-@dataclass(slots=True)
-class TracerStats:
-    events: int = 0
-    duplicates: int = 0
-    outside_journey: int = 0  # hops in no journey of the order: stored, not used for deadlines
-    unknown_journey: int = 0  # events naming a journey the file does not define
-    after_close: int = 0  # events for orders already completed or retired
-    completed: int = 0
-    retired: int = 0
-    raised: dict[str, int] = field(default_factory=dict)
-    resolved: dict[str, int] = field(default_factory=dict)
 
 
 class _Plan:
@@ -216,6 +162,66 @@ _Awaited = tuple[int, int, int, int, int, int | None, EdgeTransit, int, int, str
 _Layout = tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...], tuple[tuple[int, int, str], ...]]
 
 
+class OrderState(msgspec.Struct, gc=False):
+    """One open order. Bit i of ``seen`` is hop i of the journey (0 is the start).
+
+    ``buf`` packs int64s: the time of each hop of the journey (earliest ok time; for an implied
+    hop, a bound: the earliest later hop), then the latest event time, then the deadline the order
+    is armed for (0: none), then one 8-byte hash per event id seen. ``plan`` is the order's
+    journey as the engine works with it (None until the journey is known)."""
+
+    plan: _Plan | None
+    partition: int
+    buf: bytes
+    seen: int = 0  # hops reported ok
+    implied: int = 0  # hops not reported, but a later hop was: they happened
+    raised: int = 0  # bit 2i: stalled raised for hop i; bit 2i+1: missing/unconfirmed raised
+    trace_id: str | None = None  # None: derived from the order id
+    customer_id: str = ""
+    pending: list[tuple[str, int, bool]] | None = None  # (hop, ts, error) awaiting a journey
+
+    @property
+    def journey(self) -> Journey | None:
+        return self.plan.journey if self.plan is not None else None
+
+
+class OrderSnapshot(msgspec.Struct, frozen=True):
+    """What the store keeps of an order: enough for the lookup and to restore it exactly."""
+
+    order_id: str
+    partition: int
+    journey: str
+    trace_id: str
+    customer_id: str
+    status: str
+    hops: list[str]  # journey hops reported or implied, in journey order
+    hop_ts: list[int]
+    implied: list[bool]
+    first_ts: int
+    last_ts: int
+    next_hop: str
+    next_due: int  # 0 when nothing is awaited
+    open: bool  # still held by the tracer (not completed or retired)
+    seen_mask: int
+    implied_mask: int
+    raised_mask: int
+    eids: list[int]
+    pending: list[tuple[str, int, bool]]
+
+
+@dataclass(slots=True)
+class TracerStats:
+    events: int = 0
+    duplicates: int = 0
+    outside_journey: int = 0  # hops in no journey of the order: stored, not used for deadlines
+    unknown_journey: int = 0  # events naming a journey the file does not define
+    after_close: int = 0  # events for orders already completed or retired
+    completed: int = 0
+    retired: int = 0
+    raised: dict[str, int] = field(default_factory=dict)
+    resolved: dict[str, int] = field(default_factory=dict)
+
+
 class Tracer:
     """Per-order journey state and deadlines for the partitions this instance owns."""
 
@@ -259,10 +265,18 @@ class Tracer:
                 stats.after_close += 1
                 return  # stored by the caller; nothing left to decide for a closed order
             st = self._new_state(ev, partition)
-        journey = st.journey
-        plan = self._plans[journey.name] if journey is not None else None
+        plan = st.plan
+        journey = plan.journey if plan is not None else None
         n8 = plan.n8 if plan is not None else 0
-        h = _eid_bytes(ev.event_id)
+        eid = ev.event_id
+        h = b""
+        if len(eid) == 32:  # _eid_bytes, its usual case inline
+            try:
+                h = _FROMHEX(eid[:16])
+            except ValueError:
+                h = b""  # not hex: hashed below
+        if len(h) != 8:
+            h = _eid_bytes(eid)
         buf = st.buf
         start = n8 + 16
         pos = buf.find(h, start)
@@ -324,8 +338,12 @@ class Tracer:
                 self.stats.unknown_journey += 1
         if journey is None:
             journey = self.journeys.infer(ev.hop)
-        times = _UNSET_BYTES * len(journey.hops) if journey is not None else b""
-        st = OrderState(journey, partition, times + _PACK(ev.ts) + _NONE_ARMED)
+        if journey is None:
+            st = OrderState(None, partition, _PACK(ev.ts) + _NONE_ARMED)
+        else:
+            st = OrderState(
+                self._plans[journey.name], partition, _UNSET_BYTES * len(journey.hops) + _PACK(ev.ts) + _NONE_ARMED
+            )
         self._orders[ev.order_id] = st
         return st
 
@@ -342,7 +360,7 @@ class Tracer:
                 pending.append(entry)
             st.pending = pending
             return None
-        st.journey = journey
+        st.plan = self._plans[journey.name]
         st.buf = _UNSET_BYTES * len(journey.hops) + st.buf
         st.pending = None
         for hop, ts, error in sorted([*pending, entry], key=lambda p: (p[1], p[2])):
@@ -517,27 +535,29 @@ class Tracer:
         if not due:
             return
         orders = self._orders
-        plans = self._plans
         for armed, order_ids in due:
             for oid in order_ids:
                 st = orders.get(oid)
                 if st is None:
                     continue
-                j = st.journey
-                if _UNPACK(st.buf, plans[j.name].n8 + 8 if j is not None else 8)[0] == armed:
+                plan = st.plan
+                if _UNPACK(st.buf, plan.n8 + 8 if plan is not None else 8)[0] == armed:
                     self._check(oid, st, now_ms, fired=True)
 
     def _check(self, oid: str, st: OrderState, now: int, fired: bool = False) -> None:
         """Raise what is due for one order and arm its next deadline (or retire it)."""
-        j = st.journey
+        plan = st.plan
         buf = st.buf
-        if j is None:
+        if plan is None:
+            j = None
             n8 = 0
             awaited: tuple[_Awaited, ...] = ()
         else:
-            plan = self._plans[j.name]
+            j = plan.journey
             n8 = plan.n8
-            awaited = plan.awaiting(st.seen | st.implied)
+            done = st.seen | st.implied
+            found = plan.awaited.get(done)
+            awaited = found if found is not None else plan.awaiting(done)
         next_due = _NOTHING_DUE
         failing: bool | None = None  # worked out when something is overdue
         raised = st.raised
@@ -652,7 +672,8 @@ class Tracer:
             n8 = 0
             last_ts = _UNPACK(buf, 0)[0]
         else:
-            plan = self._plans[j.name]
+            plan = st.plan
+            assert plan is not None
             n8 = plan.n8
             times = plan.times.unpack_from(buf)
             last_ts = times[-1]
@@ -776,7 +797,7 @@ class Tracer:
                         _Q.pack_into(times, 8 * i, ts)
             eids = b"".join(h.to_bytes(8, "big") for h in s.eids)
             st = OrderState(
-                j,
+                self._plans[j.name] if j is not None else None,
                 s.partition,
                 bytes(times) + _PACK(s.last_ts) + _NONE_ARMED + eids,
                 s.seen_mask,
@@ -823,8 +844,7 @@ def _awaits(step: Step, done: int) -> bool:
 
 
 def _armed(st: OrderState) -> int:
-    j = st.journey
-    return int(_UNPACK(st.buf, 8 * len(j.hops) + 8 if j is not None else 8)[0])
+    return int(_UNPACK(st.buf, st.plan.n8 + 8 if st.plan is not None else 8)[0])
 
 
 def _eid_ints(packed: bytes) -> list[int]:
