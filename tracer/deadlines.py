@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from typing import Final
+
+_NEVER: Final = 2**63 - 1
 
 
 class DeadlineIndex:
-    __slots__ = ("_fine", "_fine_heap", "_now", "_windows", "_windows_heap", "width_ms")
+    __slots__ = ("_fine", "_fine_heap", "_now", "_windows", "_windows_heap", "earliest", "width_ms")
 
     def __init__(self, width_ms: int = 100) -> None:
         if width_ms <= 0:
@@ -29,8 +32,13 @@ class DeadlineIndex:
         self._now = -(2**63)  # the latest time asked about: windows that began before it are open
         self._fine: dict[int, list[str]] = {}  # due ms -> order ids
         self._fine_heap: list[int] = []
+        # No deadline armed is before this (a lower bound): a clock not past it has nothing to
+        # pop, and the caller may skip ``pop_due`` (the clock's move then waits for the next call).
+        self.earliest = _NEVER
 
     def arm(self, due_ms: int, order_id: str) -> None:
+        if due_ms < self.earliest:
+            self.earliest = due_ms
         window = due_ms // self.width_ms
         if window * self.width_ms < self._now:  # the clock is inside (or past) this window
             self._arm_fine(due_ms, order_id)
@@ -62,13 +70,23 @@ class DeadlineIndex:
             self._open_windows(now_ms)
         fine = self._fine_heap
         if not fine or fine[0] >= now_ms:
+            self._bound()
             return []
         out = []
         buckets = self._fine
         while fine and fine[0] < now_ms:
             due = heapq.heappop(fine)
             out.append((due, buckets.pop(due)))
+        self._bound()
         return out
+
+    def _bound(self) -> None:
+        fine = self._fine_heap
+        windows = self._windows_heap
+        earliest = fine[0] if fine else _NEVER
+        if windows and windows[0] * self.width_ms < earliest:
+            earliest = windows[0] * self.width_ms
+        self.earliest = earliest
 
     def _open_windows(self, now_ms: int) -> None:
         """Move the deadlines of every window the clock has entered to the exact buckets."""
@@ -92,6 +110,7 @@ class DeadlineIndex:
         return sum(len(ids) for ids, _ in self._windows.values()) + sum(len(b) for b in self._fine.values())
 
     def clear(self) -> None:
+        self.earliest = _NEVER
         self._windows.clear()
         self._windows_heap.clear()
         self._fine.clear()

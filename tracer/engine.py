@@ -531,6 +531,8 @@ class Tracer:
         if now_ms <= self.now:
             return
         self.now = now_ms
+        if now_ms <= self._index.earliest:
+            return  # nothing armed is due before now_ms
         due = self._index.pop_due(now_ms)
         if not due:
             return
