@@ -81,6 +81,8 @@ class _Plan:
     steps then awaited (with what ``_check`` needs of each)."""
 
     __slots__ = (
+        "_step_bits",
+        "ancestor_mask",
         "ancestors",
         "awaited",
         "complete_mask",
@@ -110,13 +112,11 @@ class _Plan:
                 found.append((edges[child.index], 8 * child.index, 1 << child.index, -1))
             learns.append(tuple(found))
         self.learns = tuple(learns)
-        # (hop index, bit, after bit, offset of the after hop's time, within, stall_after or None,
-        # edge, stalled bit, missing bit, kind of the hard limit)
+        # per step: (hop index, offset of the after hop's time, within, stall_after or None, edge,
+        # stalled bit, missing bit, kind of the hard limit)
         self.steps = tuple(
             (
                 st.index,
-                1 << st.index,
-                1 << st.after_index,
                 8 * st.after_index,
                 st.within_ms,
                 st.stall_after_ms,
@@ -127,6 +127,9 @@ class _Plan:
             )
             for st in j.steps
         )
+        self._step_bits = tuple((1 << st.index, 1 << st.after_index) for st in j.steps)
+        # hop i -> the bits of every hop before it: when all are seen, nothing is implied
+        self.ancestor_mask = tuple(sum(1 << a for a in anc) for anc in j.ancestors)
         self.awaited: dict[int, tuple[_Awaited, ...]] = {}
         self.times = struct.Struct(f"<{len(j.hops) + 1}q")  # the hop times and the latest event time
         self.layouts: dict[int, _Layout] = {}
@@ -153,12 +156,16 @@ class _Plan:
         """The steps not done whose after hop is done, in journey order."""
         found = self.awaited.get(done)
         if found is None:
-            found = tuple(s for s in self.steps if not done & s[1] and done & s[2])
+            found = tuple(
+                s
+                for s, (bit, after) in zip(self.steps, self._step_bits, strict=True)
+                if not done & bit and done & after
+            )
             self.awaited[done] = found
         return found
 
 
-_Awaited = tuple[int, int, int, int, int, int | None, EdgeTransit, int, int, str]
+_Awaited = tuple[int, int, int, int | None, EdgeTransit, int, int, str]
 _Layout = tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...], tuple[tuple[int, int, str], ...]]
 
 
@@ -400,6 +407,9 @@ class Tracer:
                 edge.record(sign * (ts - _UNPACK(changed, off)[0]))
         # Every hop before this one happened, reported or not: cancel what waits for them.
         implied &= ~bit
+        if plan.ancestor_mask[i] & ~seen == 0:  # all of them reported: nothing to imply
+            st.implied = implied
+            return moved
         for a in plan.ancestors[i]:
             abit = 1 << a
             if not seen & abit:
@@ -550,50 +560,35 @@ class Tracer:
         """Raise what is due for one order and arm its next deadline (or retire it)."""
         plan = st.plan
         buf = st.buf
-        if plan is None:
-            j = None
-            n8 = 0
-            awaited: tuple[_Awaited, ...] = ()
-        else:
-            j = plan.journey
+        next_due = _NOTHING_DUE
+        n8 = 0
+        if plan is not None:
             n8 = plan.n8
             done = st.seen | st.implied
-            found = plan.awaited.get(done)
-            awaited = found if found is not None else plan.awaiting(done)
-        next_due = _NOTHING_DUE
-        failing: bool | None = None  # worked out when something is overdue
-        raised = st.raised
-        for i, _, _, after_off, within, stall_after, edge, soft_bit, hard_bit, kind in awaited:
-            base = _UNPACK(buf, after_off)[0]
-            hard = base + within
-            if not raised & soft_bit:
-                if stall_after is not None:
-                    soft: int | None = base + stall_after
-                else:
-                    learned = edge.limit_ms
-                    soft = base + learned if learned is not None else None
-                # While the order has an open failure, what falls due is held back: it is
-                # looked at again when the failure resolves (on_event checks the order again).
-                if soft is not None and soft < hard:
-                    if soft >= now:
-                        if soft < next_due:
-                            next_due = soft
-                    else:
-                        if failing is None:
-                            failing = self._failing(oid)
-                        if not failing:
-                            assert j is not None
-                            self._raise(oid, st, j, i, STALLED, soft, now)
-            if not raised & hard_bit:
-                if hard >= now:
-                    if hard < next_due:
-                        next_due = hard
-                else:
-                    if failing is None:
-                        failing = self._failing(oid)
-                    if not failing:
-                        assert j is not None
-                        self._raise(oid, st, j, i, kind, hard, now)
+            awaited = plan.awaited.get(done)
+            if awaited is None:
+                awaited = plan.awaiting(done)
+            raised = st.raised
+            failing: bool | None = None  # worked out when something is overdue
+            for i, after_off, within, stall_after, edge, soft_bit, hard_bit, kind in awaited:
+                base = _UNPACK(buf, after_off)[0]
+                hard = base + within
+                if not raised & soft_bit:
+                    soft = stall_after if stall_after is not None else edge.limit_ms
+                    # While the order has an open failure, what falls due is held back: it is
+                    # looked at again when the failure resolves (on_event checks the order again).
+                    if soft is not None and (soft := base + soft) < hard:
+                        if soft >= now:
+                            if soft < next_due:
+                                next_due = soft
+                        elif not (failing if failing is not None else (failing := self._failing(oid))):
+                            self._raise(oid, st, plan.journey, i, STALLED, soft, now)
+                if not raised & hard_bit:
+                    if hard >= now:
+                        if hard < next_due:
+                            next_due = hard
+                    elif not (failing if failing is not None else (failing := self._failing(oid))):
+                        self._raise(oid, st, plan.journey, i, kind, hard, now)
         if next_due == _NOTHING_DUE:
             # Nothing awaited: held until the retention period after its latest event. (Never
             # sooner: while a deadline is ahead the order is kept, whatever the retention.)
