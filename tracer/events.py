@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Final, Literal
+from typing import Final
 
 import msgspec
-from msgspec import Meta
 
 from tracer.errors import ABSENT, BodyError, EventError
 from tracer.model import (
@@ -65,33 +64,8 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     attrs: dict[str, str] | None = None
 
 
-# The same fields, with the rules msgspec checks at no cost (lengths, the status). An item it
-# accepts needs only ``_fast``'s checks; an item it refuses, or that ``_fast`` finds wrong, goes the
-# careful way (``_Wire``, ``_checked``, ``_from_msgspec``), which names the field and the rule. So
-# the rules and their messages live in ``_checked``; the fast way only has to refuse a superset.
-# (msgspec's patterns and nested constraints cost more than the checks in ``_fast`` do.)
-_Text = Annotated[str, Meta(min_length=1, max_length=MAX_ID)]
-
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    order_id: _Text
-    hop: str
-    ts: str | int | float
-    event_id: _Text | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    parent_span_id: str | None = None
-    service: _Text | None = None
-    status: Literal["ok", "error"] | None = None
-    journey: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
-    customer_id: _Text | None = None
-    attrs: dict[str, str] | None = None
-
-
 _ARRAY = msgspec.json.Decoder(list[_Wire])
 _ONE = msgspec.json.Decoder(_Wire)
-_STRICT_ARRAY = msgspec.json.Decoder(list[_Strict])
-_STRICT_ONE = msgspec.json.Decoder(_Strict)
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 _BOM: Final = "\ufeff".encode()
 
@@ -117,59 +91,26 @@ def decode_batch(body: bytes | str) -> Batch:
 def decode_line(line: bytes | str) -> HopEvent:
     """One JSON object (an NDJSON line). Raises EventError."""
     try:
-        strict = _STRICT_ONE.decode(line)
-    except msgspec.ValidationError:
-        pass  # some rule is broken: the careful way below says which
-    except msgspec.DecodeError as exc:
-        raise EventError("body", ABSENT, f"is not a JSON object ({exc})") from None
-    else:
-        ev = _fast(strict)
-        return ev if ev is not None else _checked(_Wire(*msgspec.structs.astuple(strict)))
-    try:
         wire = _ONE.decode(line)
     except msgspec.ValidationError as exc:
         raise _from_msgspec(str(exc), msgspec.json.decode(line)) from None
     except msgspec.DecodeError as exc:
         raise EventError("body", ABSENT, f"is not a JSON object ({exc})") from None
-    return _checked(wire)
+    ev = _fast(wire)
+    return ev if ev is not None else _checked(wire)
 
 
 def validate(obj: Mapping[str, object]) -> HopEvent:
     """One event already parsed into a mapping (taps, OTLP). Raises EventError."""
     try:
-        strict = msgspec.convert(obj, _Strict)
-    except msgspec.ValidationError:
-        pass
-    else:
-        ev = _fast(strict)
-        return ev if ev is not None else _checked(_Wire(*msgspec.structs.astuple(strict)))
-    try:
         wire = msgspec.convert(obj, _Wire)
     except msgspec.ValidationError as exc:
         raise _from_msgspec(str(exc), obj) from None
-    return _checked(wire)
+    ev = _fast(wire)
+    return ev if ev is not None else _checked(wire)
 
 
 def _decode_array(data: bytes) -> Batch:
-    try:
-        stricts = _STRICT_ARRAY.decode(data)
-    except msgspec.ValidationError:
-        pass  # some items break a rule: the careful way below
-    except msgspec.DecodeError as exc:
-        raise BodyError(f"the body is not valid JSON: {exc}") from None
-    else:
-        events: list[HopEvent] = []
-        rejected: list[tuple[int, str]] = []
-        for i, strict in enumerate(stricts):
-            ev = _fast(strict)
-            if ev is None:
-                try:
-                    ev = _checked(_Wire(*msgspec.structs.astuple(strict)))
-                except EventError as exc:
-                    rejected.append((i, str(exc)))
-                    continue
-            events.append(ev)
-        return Batch(events, rejected)
     try:
         wires = _ARRAY.decode(data)
     except msgspec.ValidationError:
@@ -177,13 +118,17 @@ def _decode_array(data: bytes) -> Batch:
     except msgspec.DecodeError as exc:
         raise BodyError(f"the body is not valid JSON: {exc}") from None
     else:
-        events = []
-        rejected = []
+        events: list[HopEvent] = []
+        rejected: list[tuple[int, str]] = []
         for i, wire in enumerate(wires):
-            try:
-                events.append(_checked(wire))
-            except EventError as exc:
-                rejected.append((i, str(exc)))
+            ev = _fast(wire)
+            if ev is None:
+                try:
+                    ev = _checked(wire)
+                except EventError as exc:
+                    rejected.append((i, str(exc)))
+                    continue
+            events.append(ev)
         return Batch(events, rejected)
     try:
         raws = _RAW_ARRAY.decode(data)
@@ -218,10 +163,13 @@ def _decode_lines(data: bytes) -> Batch:
     return Batch(events, rejected)
 
 
-def _fast(w: _Strict) -> HopEvent | None:
-    """The event of an item msgspec accepted, after the checks it left to us; None when one of
-    them fails (the caller then asks ``_checked`` for the reason)."""
+def _fast(w: _Wire) -> HopEvent | None:
+    """The event, when every rule holds, by the cheapest checks; None when one does not (the
+    caller then asks ``_checked``, which words the reason). The rules live in ``_checked``: this
+    only has to accept nothing that it refuses."""
     order_id = w.order_id
+    if not 0 < len(order_id) <= MAX_ID:
+        return None
     hop = w.hop
     if hop not in _HOPS:
         if HOP_RE.fullmatch(hop) is None:
@@ -240,7 +188,7 @@ def _fast(w: _Strict) -> HopEvent | None:
     event_id = w.event_id
     if event_id is None:
         event_id = derive_event_id(order_id, hop, ts)
-    elif not event_id.isprintable():
+    elif not (0 < len(event_id) <= MAX_ID and event_id.isprintable()):
         return None
     trace_id = w.trace_id
     if trace_id is None:
@@ -260,17 +208,24 @@ def _fast(w: _Strict) -> HopEvent | None:
     service = w.service
     if service is None:
         service = ""
-    elif not service.isprintable():
+    elif not (0 < len(service) <= MAX_ID and service.isprintable()):
+        return None
+    status = w.status
+    if status is None or status == STATUS_OK:
+        status = STATUS_OK
+    elif status == STATUS_ERROR:
+        status = STATUS_ERROR
+    else:
         return None
     journey = w.journey
     if journey is None:
         journey = ""
-    elif not journey.isprintable():
+    elif not (0 < len(journey) <= 64 and journey.isprintable()):
         return None
     customer = w.customer_id
     if customer is None:
         customer = ""
-    elif not customer.isprintable():
+    elif not (0 < len(customer) <= MAX_ID and customer.isprintable()):
         return None
     attrs = w.attrs
     if not attrs:
@@ -291,7 +246,7 @@ def _fast(w: _Strict) -> HopEvent | None:
         span_id,
         parent,
         service,
-        STATUS_ERROR if w.status == STATUS_ERROR else STATUS_OK,
+        status,
         journey,
         customer,
         attrs,
