@@ -58,14 +58,15 @@ def format_duration(ms: int) -> str:
 
 def parse_ts(value: object) -> int:
     """An instant as epoch milliseconds. Raises ValueError saying what was wrong."""
-    if type(value) is str and len(value) == 24 and value[19] == "." and value[23] in "Zz":
-        # The wire form (2026-11-22T10:02:03.123Z), from a memo of whole seconds: the hot path.
-        base = _SECONDS.get(value[:19])
+    if type(value) is str and len(value) == 24 and value[19] == "." and value[23] in "Zz" and value[16] == ":":
+        # The wire form (2026-11-22T10:02:03.123Z), from a memo of whole minutes: the hot path.
+        base = _MINUTES.get(value[:16])
         if base is None:
-            base = _second_ms(value[:19])
+            base = _minute_ms(value[:16])
+        sec = _SECONDS.get(value[17:19])
         ms = _MILLIS.get(value[20:23])
-        if base >= 0 and ms is not None:
-            return base + ms
+        if base >= 0 and sec is not None and ms is not None:
+            return base + sec + ms
     if type(value) is int and MIN_TS_MS <= value < MAX_TS_MS:
         return value
     return _parse_careful(value)
@@ -102,21 +103,23 @@ def _parse_careful(value: object) -> int:
     raise ValueError(f"{_short(value)} is not {TS_HELP}")
 
 
-_SECONDS: Final[dict[str, int]] = {}  # "2026-11-22T10:02:03" -> epoch ms, -1 when not a valid one
-_SECONDS_MAX: Final = 1 << 16
+_MINUTES: Final[dict[str, int]] = {}  # "2026-11-22T10:02" -> epoch ms, -1 when not a valid one
+_MINUTES_MAX: Final = 1 << 14
+_SECONDS: Final = {f"{s:02d}": s * 1000 for s in range(60)}  # "07" -> 7000: two ASCII digits, < 60
 _MILLIS: Final = {f"{ms:03d}": ms for ms in range(1000)}  # "007" -> 7: three ASCII digits only
 
 
-def _second_ms(prefix: str) -> int:
-    """``"2026-11-22T10:02:03"`` as epoch milliseconds (in 2000–2100), remembered; -1 when the
-    careful path must look at it. Exactly what ``parse_ts`` gives for ``prefix + ".000Z"``."""
+def _minute_ms(prefix: str) -> int:
+    """``"2026-11-22T10:02"`` as epoch milliseconds (in 2000–2100), remembered; -1 when the
+    careful path must look at it. Exactly what ``parse_ts`` gives for ``prefix + ":00.000Z"``,
+    and (2000 and 2100 being whole minutes) ``prefix + ":SS.fffZ"`` is that plus the seconds."""
     try:
-        base = _parse_careful(prefix + ".000Z")
+        base = _parse_careful(prefix + ":00.000Z")
     except ValueError:
         base = -1
-    if len(_SECONDS) >= _SECONDS_MAX:
-        _SECONDS.clear()  # bounded: an input of scattered times costs a re-parse, not memory
-    _SECONDS[prefix] = base
+    if len(_MINUTES) >= _MINUTES_MAX:
+        _MINUTES.clear()  # bounded: an input of scattered times costs a re-parse, not memory
+    _MINUTES[prefix] = base
     return base
 
 
