@@ -1,0 +1,93 @@
+"""The decoder's two ways agree (hypothesis): the fast way (``_fast``, cheap checks, for valid
+events) accepts exactly what the careful way (``_checked``, which words every rejection) accepts,
+and builds the same event (accepting less would only be slower; accepting more, wrong). Values
+are drawn near the rules' edges: lengths at and past the limits, characters that are not
+printable, upper-case hex, all-zero trace ids, times in each accepted form and just outside."""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tracer.errors import EventError
+from tracer.events import _checked, _fast, _Wire
+from tracer.model import HopEvent
+
+TEXT = st.text(alphabet="ab1-_. \t\n\x00é\u200bZ", max_size=3) | st.sampled_from(
+    ["", "a" * 64, "a" * 65, "a" * 128, "a" * 129]
+)
+HEX = st.text(alphabet="0123456789abcdefABg", min_size=15, max_size=33) | st.sampled_from(["0" * 32, "0" * 16])
+TS = (
+    st.sampled_from(
+        [
+            "2026-11-22T10:02:03.123Z",
+            "2026-11-22T10:02:03.123z",
+            "2026-11-22 10:02:03.123Z",
+            "2026-11-22T10:02:59.999Z",
+            "2026-11-22T10:02:60.000Z",
+            "2026-11-22T10:02:03.12aZ",
+            "2026-11-22T10:02:03.1234Z",
+            "2026-11-22T10:02:03Z",
+            "2026-11-22T10:02:03.123+02:00",
+            "2026-11-22T10:02:03.123",
+            "1999-12-31T23:59:59.999Z",
+            "2000-01-01T00:00:00.000Z",
+            "2099-12-31T23:59:59.999Z",
+            "2100-01-01T00:00:00.000Z",
+            "2026-13-22T10:02:03.123Z",
+            "2026-11-22T10:02:0٣.123Z",
+        ]
+    )
+    | st.integers(min_value=946_684_799_000, max_value=4_102_444_801_000)
+    | st.floats(allow_nan=True)
+)
+ATTRS = st.dictionaries(TEXT, TEXT, max_size=3) | st.sampled_from(
+    [{"k" * 64: "v" * 1024}, {"k" * 65: "v"}, {"k": "v" * 1025}, {str(i): "v" for i in range(65)}]
+)
+WIRES = st.builds(
+    _Wire,
+    order_id=TEXT,
+    hop=st.sampled_from(["payment.authorized", "Payment", "", "h" * 64, "h" * 65, "a b", "ok\n"]),
+    ts=TS,
+    event_id=st.none() | TEXT | HEX,
+    trace_id=st.none() | HEX,
+    span_id=st.none() | HEX,
+    parent_span_id=st.none() | HEX,
+    service=st.none() | TEXT,
+    status=st.none() | st.sampled_from(["ok", "error", "OK", "", "failed"]),
+    journey=st.none() | TEXT,
+    customer_id=st.none() | TEXT,
+    attrs=st.none() | ATTRS,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(WIRES)
+def test_the_fast_way_accepts_what_the_careful_way_accepts_and_builds_the_same_event(wire: _Wire) -> None:
+    fast = _fast(wire)
+    try:
+        careful: HopEvent | None = _checked(wire)
+    except EventError:
+        careful = None
+    assert (fast is None) == (careful is None)
+    if fast is not None and careful is not None:
+        assert msgspec.structs.asdict(fast) == msgspec.structs.asdict(careful)
+
+
+def test_a_full_valid_event_takes_the_fast_way() -> None:
+    wire = _Wire(
+        "ord-1",
+        "payment.authorized",
+        "2026-11-22T10:02:03.123Z",
+        span_id="00f067aa0ba902b7",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        service="payments",
+        status="error",
+        journey="web_order",
+        customer_id="cus-1",
+        attrs={"psp": "adyen"},
+    )
+    fast = _fast(wire)
+    assert fast is not None
+    assert msgspec.structs.asdict(fast) == msgspec.structs.asdict(_checked(wire))
