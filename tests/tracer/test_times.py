@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracer.model import format_ts
-from tracer.times import MAX_TS_MS, MIN_TS_MS, format_duration, parse_duration, parse_ts
+from tracer.times import MAX_TS_MS, MIN_TS_MS, _parse_careful, format_duration, parse_duration, parse_ts
 
 # -- durations ---------------------------------------------------------------------------------
 
@@ -174,3 +174,35 @@ def test_format_ts_writes_utc_with_milliseconds() -> None:
 @given(st.integers(min_value=MIN_TS_MS, max_value=MAX_TS_MS - 1))
 def test_formatting_then_parsing_a_time_gives_it_back(ms: int) -> None:
     assert parse_ts(format_ts(ms)) == ms
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.tuples(
+        st.sampled_from(["1999", "2000", "2026", "2099", "2100", "20a6"]),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 24),
+        st.integers(0, 60),
+        st.integers(0, 61),
+        st.integers(0, 999),
+    ),
+    st.lists(st.tuples(st.integers(0, 23), st.sampled_from("0123456789 -:.TtZz+x٣")), max_size=2),
+)
+def test_the_wire_form_memo_gives_what_the_careful_parse_gives(
+    parts: tuple[str, int, int, int, int, int, int], damage: list[tuple[int, str]]
+) -> None:
+    y, mo, d, h, mi, s, ms = parts
+    chars = list(f"{y}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}.{ms:03d}Z")
+    for at, c in damage:
+        chars[at] = c
+    text = "".join(chars)
+    try:
+        expected: int | str = _parse_careful(text)
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        got: int | str = parse_ts(text)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
