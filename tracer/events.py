@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Final
+from typing import Annotated, Final, Literal
 
 import msgspec
+from msgspec import Meta
 
 from tracer.errors import ABSENT, BodyError, EventError
 from tracer.model import (
@@ -64,8 +65,26 @@ class _Wire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     attrs: dict[str, str] | None = None
 
 
+_Text = Annotated[str, Meta(min_length=1, max_length=MAX_ID)]
+
+
+class _Valid(_Wire, forbid_unknown_fields=True, gc=False):
+    """``_Wire`` with the rules msgspec checks at no cost (lengths, the status): an item that
+    decodes into it needs only ``_fast``'s checks. (Its patterns and nested constraints cost more
+    than those checks do.) One that does not is decoded again as a ``_Wire``, for the reason."""
+
+    order_id: _Text
+    event_id: _Text | None = None
+    service: _Text | None = None
+    status: Literal["ok", "error"] | None = None
+    journey: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    customer_id: _Text | None = None
+
+
 _ARRAY = msgspec.json.Decoder(list[_Wire])
 _ONE = msgspec.json.Decoder(_Wire)
+_VALID_ARRAY = msgspec.json.Decoder(list[_Valid])
+_VALID_ONE = msgspec.json.Decoder(_Valid)
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 _BOM: Final = "\ufeff".encode()
 
@@ -91,44 +110,69 @@ def decode_batch(body: bytes | str) -> Batch:
 def decode_line(line: bytes | str) -> HopEvent:
     """One JSON object (an NDJSON line). Raises EventError."""
     try:
+        valid = _VALID_ONE.decode(line)
+    except msgspec.ValidationError:
+        pass  # a rule is broken: the careful way below says which
+    except msgspec.DecodeError as exc:
+        raise EventError("body", ABSENT, f"is not a JSON object ({exc})") from None
+    else:
+        ev = _fast(valid)
+        return ev if ev is not None else _checked(valid)
+    try:
         wire = _ONE.decode(line)
     except msgspec.ValidationError as exc:
         raise _from_msgspec(str(exc), msgspec.json.decode(line)) from None
-    except msgspec.DecodeError as exc:
-        raise EventError("body", ABSENT, f"is not a JSON object ({exc})") from None
-    ev = _fast(wire)
-    return ev if ev is not None else _checked(wire)
+    return _checked(wire)
 
 
 def validate(obj: Mapping[str, object]) -> HopEvent:
     """One event already parsed into a mapping (taps, OTLP). Raises EventError."""
     try:
+        valid = msgspec.convert(obj, _Valid)
+    except msgspec.ValidationError:
+        pass  # a rule is broken: the careful way below says which
+    else:
+        ev = _fast(valid)
+        return ev if ev is not None else _checked(valid)
+    try:
         wire = msgspec.convert(obj, _Wire)
     except msgspec.ValidationError as exc:
         raise _from_msgspec(str(exc), obj) from None
-    ev = _fast(wire)
-    return ev if ev is not None else _checked(wire)
+    return _checked(wire)
 
 
 def _decode_array(data: bytes) -> Batch:
     try:
-        wires = _ARRAY.decode(data)
+        valids = _VALID_ARRAY.decode(data)
     except msgspec.ValidationError:
-        pass  # some items are bad: decode them one by one below
+        pass  # some items break a rule: the careful way below
     except msgspec.DecodeError as exc:
         raise BodyError(f"the body is not valid JSON: {exc}") from None
     else:
         events: list[HopEvent] = []
         rejected: list[tuple[int, str]] = []
-        for i, wire in enumerate(wires):
-            ev = _fast(wire)
+        for i, valid in enumerate(valids):
+            ev = _fast(valid)
             if ev is None:
                 try:
-                    ev = _checked(wire)
+                    ev = _checked(valid)
                 except EventError as exc:
                     rejected.append((i, str(exc)))
                     continue
             events.append(ev)
+        return Batch(events, rejected)
+    try:
+        wires = _ARRAY.decode(data)
+    except msgspec.ValidationError:
+        pass  # some items are bad: decode them one by one below
+    else:
+        events = []
+        rejected = []
+        for i, wire in enumerate(wires):
+            try:
+                events.append(_checked(wire))
+            except EventError as exc:
+                rejected.append((i, str(exc)))
         return Batch(events, rejected)
     try:
         raws = _RAW_ARRAY.decode(data)
@@ -164,12 +208,11 @@ def _decode_lines(data: bytes) -> Batch:
 
 
 def _fast(w: _Wire) -> HopEvent | None:
-    """The event, when every rule holds, by the cheapest checks; None when one does not (the
-    caller then asks ``_checked``, which words the reason). The rules live in ``_checked``: this
-    only has to accept nothing that it refuses."""
+    """The event of an item that decoded as a ``_Valid`` (msgspec checked the lengths and the
+    status), after the checks msgspec left to us; None when one of them fails (the caller then
+    asks ``_checked``, which words the reason). It accepts exactly what ``_checked`` accepts
+    (tests/tracer/test_events_fast.py)."""
     order_id = w.order_id
-    if not 0 < len(order_id) <= MAX_ID:
-        return None
     hop = w.hop
     if hop not in _HOPS:
         if HOP_RE.fullmatch(hop) is None:
@@ -183,12 +226,16 @@ def _fast(w: _Wire) -> HopEvent | None:
             ts = parse_ts(ts)
         except ValueError:
             return None
-    if not order_id.isprintable():
+    # Absent texts are "" (msgspec refused empty ones): one printable check covers them all.
+    service = w.service or ""
+    journey = w.journey or ""
+    customer = w.customer_id or ""
+    if not (order_id + service + journey + customer).isprintable():
         return None
     event_id = w.event_id
     if event_id is None:
         event_id = derive_event_id(order_id, hop, ts)
-    elif not (0 < len(event_id) <= MAX_ID and event_id.isprintable()):
+    elif not event_id.isprintable():
         return None
     trace_id = w.trace_id
     if trace_id is None:
@@ -204,28 +251,6 @@ def _fast(w: _Wire) -> HopEvent | None:
     if parent is None:
         parent = ""
     elif _SPAN_RE.fullmatch(parent) is None:
-        return None
-    service = w.service
-    if service is None:
-        service = ""
-    elif not (0 < len(service) <= MAX_ID and service.isprintable()):
-        return None
-    status = w.status
-    if status is None or status == STATUS_OK:
-        status = STATUS_OK
-    elif status == STATUS_ERROR:
-        status = STATUS_ERROR
-    else:
-        return None
-    journey = w.journey
-    if journey is None:
-        journey = ""
-    elif not (0 < len(journey) <= 64 and journey.isprintable()):
-        return None
-    customer = w.customer_id
-    if customer is None:
-        customer = ""
-    elif not (0 < len(customer) <= MAX_ID and customer.isprintable()):
         return None
     attrs = w.attrs
     if not attrs:
@@ -246,7 +271,7 @@ def _fast(w: _Wire) -> HopEvent | None:
         span_id,
         parent,
         service,
-        status,
+        STATUS_ERROR if w.status == STATUS_ERROR else STATUS_OK,
         journey,
         customer,
         attrs,
@@ -254,61 +279,44 @@ def _fast(w: _Wire) -> HopEvent | None:
 
 
 def _checked(w: _Wire) -> HopEvent:
+    """The event, or an EventError naming the first rule ``w`` breaks: the field, the value and
+    the rule. The rules of CONTRACT §1 are written out here, one by one, in field order."""
     order_id = w.order_id
     if not (0 < len(order_id) <= MAX_ID and order_id.isprintable()):
         raise EventError(ORDER_ID, order_id, "must be 1–128 printable characters")
-    hop = w.hop
-    if HOP_RE.fullmatch(hop) is None:
-        raise EventError(HOP, hop, HOP_RULE)
+    if HOP_RE.fullmatch(w.hop) is None:
+        raise EventError(HOP, w.hop, HOP_RULE)
     try:
-        ts = parse_ts(w.ts)
+        parse_ts(w.ts)
     except ValueError as exc:
         raise EventError(TS, ABSENT, str(exc)) from None
     event_id = w.event_id
-    if event_id is None:
-        event_id = derive_event_id(order_id, hop, ts)
-    elif not (0 < len(event_id) <= MAX_ID and event_id.isprintable()):
+    if event_id is not None and not (0 < len(event_id) <= MAX_ID and event_id.isprintable()):
         raise EventError(EVENT_ID, event_id, "must be 1–128 printable characters")
     trace_id = w.trace_id
-    if trace_id is None:
-        trace_id = derive_trace_id(order_id)
-    elif _TRACE_RE.fullmatch(trace_id) is None or not trace_id.strip("0"):
+    if trace_id is not None and (_TRACE_RE.fullmatch(trace_id) is None or not trace_id.strip("0")):
         raise EventError(TRACE_ID, trace_id, "must be 32 lowercase hex digits, not all zero")
-    span_id = w.span_id or ""
-    if w.span_id is not None and _SPAN_RE.fullmatch(span_id) is None:
+    if w.span_id is not None and _SPAN_RE.fullmatch(w.span_id) is None:
         raise EventError(SPAN_ID, w.span_id, "must be 16 lowercase hex digits")
-    parent = w.parent_span_id or ""
-    if w.parent_span_id is not None and _SPAN_RE.fullmatch(parent) is None:
+    if w.parent_span_id is not None and _SPAN_RE.fullmatch(w.parent_span_id) is None:
         raise EventError(PARENT_SPAN_ID, w.parent_span_id, "must be 16 lowercase hex digits")
-    service = w.service or ""
-    if w.service is not None and not (0 < len(service) <= MAX_ID and service.isprintable()):
-        raise EventError(SERVICE, w.service, "must be 1–128 printable characters")
-    status = STATUS_OK if w.status is None else w.status
-    if status != STATUS_OK and status != STATUS_ERROR:
+    service = w.service
+    if service is not None and not (0 < len(service) <= MAX_ID and service.isprintable()):
+        raise EventError(SERVICE, service, "must be 1–128 printable characters")
+    if w.status is not None and w.status != STATUS_OK and w.status != STATUS_ERROR:
         raise EventError(STATUS, w.status, "must be 'ok' or 'error'")
-    journey = w.journey or ""
-    if w.journey is not None and not (0 < len(journey) <= 64 and journey.isprintable()):
-        raise EventError(JOURNEY, w.journey, "must be a journey name of 1–64 printable characters")
-    customer = w.customer_id or ""
-    if w.customer_id is not None and not (0 < len(customer) <= MAX_ID and customer.isprintable()):
-        raise EventError(CUSTOMER_ID, w.customer_id, "must be 1–128 printable characters")
-    attrs = w.attrs
-    if attrs:
-        _check_attrs(attrs)
-    return HopEvent(
-        order_id,
-        hop,
-        ts,
-        event_id,
-        trace_id,
-        span_id,
-        parent,
-        service,
-        STATUS_OK if status == STATUS_OK else STATUS_ERROR,
-        journey,
-        customer,
-        attrs or {},
-    )
+    journey = w.journey
+    if journey is not None and not (0 < len(journey) <= 64 and journey.isprintable()):
+        raise EventError(JOURNEY, journey, "must be a journey name of 1–64 printable characters")
+    customer = w.customer_id
+    if customer is not None and not (0 < len(customer) <= MAX_ID and customer.isprintable()):
+        raise EventError(CUSTOMER_ID, customer, "must be 1–128 printable characters")
+    if w.attrs:
+        _check_attrs(w.attrs)
+    ev = _fast(w)  # every rule holds: the fast way builds the event
+    if ev is None:  # pragma: no cover - the fast way accepts what passes the checks above
+        raise EventError("event", ABSENT, "breaks a rule the checks above missed")
+    return ev
 
 
 def _check_attrs(attrs: dict[str, str]) -> None:
