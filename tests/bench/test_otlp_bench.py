@@ -20,7 +20,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
 
 
 def test_the_otlp_bench_is_registered_for_issue_6() -> None:
-    assert [b.name for b in BENCHES if b.issue == 6] == ["otlp"]
+    assert "otlp" in [b.name for b in BENCHES if b.issue == 6]
 
 
 def test_the_requests_are_exports_of_512_spans_each_a_hop_of_the_example_journey() -> None:
