@@ -5,6 +5,11 @@ API together (the composition root's one stateful object).
                                                          └─▶ finding listeners (log, detectors)
     HTTP lookups ◀── store (+ the tracer's learned transit times)
 
+A lookup reads the order from the store (one point read) and its incident from memory; how many
+orders wait at the same step comes from one answer about every step (``Store.waiting``), cached
+for ``LOOKUP_CONTEXT_MAX_AGE_MS`` and refreshed in the background (``ordertrail.refresh``), so no
+lookup pays for a scan of the open orders.
+
 It implements ``ordertrail.server.Api``.
 """
 
@@ -24,6 +29,7 @@ from ordertrail.alerting import build_watch
 from ordertrail.config import RunConfig
 from ordertrail.metrics import IngestStats, MeteredSink, MetricLabels, OtlpCollector, PipelineCollector, render
 from ordertrail.page import render_page
+from ordertrail.refresh import Refreshed
 from tracer.bus import HOPS_TOPIC, KeyPartitioner, Message, Producer
 from tracer.clickhouse import Store
 from tracer.clock import Clock, PartitionClock
@@ -38,6 +44,7 @@ from tracer.waiting import WaitingTracer
 log = logging.getLogger("ordertrail.pipeline")
 _ENCODE = msgspec.json.Encoder()
 _RESTORE_LIMIT = 1_000_000
+LOOKUP_CONTEXT_MAX_AGE_MS = 5_000  # how stale "orders waiting at the same step" may be
 
 
 class Pipeline:
@@ -89,7 +96,7 @@ class Pipeline:
         self.otlp_stats = OtlpStats()  # the /v1/traces route counts into it
         self.registry.register(OtlpCollector(self.otlp_stats))
         self.registry.register(DetectorCollector(self.watch))
-        self._waiting_cache: dict[tuple[str, str], tuple[int, tuple[int, int | None]]] = {}
+        self._waiting = Refreshed(store.waiting, wall, LOOKUP_CONTEXT_MAX_AGE_MS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -100,12 +107,20 @@ class Pipeline:
         self._thread = threading.Thread(target=self.processor.run, args=(self._stop,), name="tracer", daemon=True)
         self._thread.start()
         self.watch.start()
+        threading.Thread(target=self._warm_lookup_context, name="lookup-warmup", daemon=True).start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
         self.watch.stop()
+
+    def _warm_lookup_context(self) -> None:
+        """Load the cached lookup answers once at start, so that the first lookups do not wait."""
+        try:
+            self._waiting.get()
+        except Exception as exc:  # the first lookup loads it again and reports the error
+            log.info("lookup context not loaded at start: %s", exc)
 
     def _restore_incidents(self) -> None:
         """Incidents are in memory: rebuild them from the store's open findings (same ids)."""
@@ -217,16 +232,9 @@ class Pipeline:
         return samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
 
     def _waiting_at(self, journey: str, hop: str) -> tuple[int, int | None]:
-        """How many open orders wait at a step, cached for a few seconds: it scans the open
-        orders, and one answer serves every lookup of an incident."""
-        key = (journey, hop)
-        now = self._wall.now_ms()
-        hit = self._waiting_cache.get(key)
-        if hit is not None and now - hit[0] < 5_000:
-            return hit[1]
-        answer = self.store.waiting_at(journey, hop)
-        self._waiting_cache[key] = (now, answer)
-        return answer
+        """How many open orders wait at a step, from the cached answer for every step."""
+        n, since = self._waiting.get().get((journey, hop), (0, 0))
+        return n, (since if n else None)
 
     def _now(self) -> int:
         now = self.clock.now()
