@@ -27,8 +27,12 @@ leaves a stored order whose raised findings are not stored. It returns once chDB
 has written the parts (synchronous inserts, ``async_insert=0``): a kill -9 after it returned loses
 nothing (tested); the files are not fsync'd, so a power loss may. Versions are ``time_ns``-based,
 strictly increasing within the process, and start above the highest stored one after a restart.
-Re-delivered events (same ``event_id``) merge away in the background and are deduplicated by
-the readers until then.
+Re-delivered events (same ``event_id``), within a batch or across batches, merge away in the
+background and are deduplicated by the readers until then (inserts skip ClickHouse's dedupe pass,
+``optimize_on_insert=0``). Where the time of a write goes (1.2M events, chDB, this machine): most
+of it is ClickHouse writing the rows (``otel_traces`` through its view is the largest share),
+then clickhouse-connect serializing columns in Python; ``LowCardinality`` columns are sent as
+plain strings so that the server, not Python, builds their dictionaries.
 
 chDB facts, checked with chdb 4.4 / clickhouse-connect 1.12: one process runs one embedded engine,
 on one directory. Several clients (and Stores) on the same directory in one process share it;
@@ -52,6 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
@@ -78,7 +83,10 @@ FINDING_STATUSES: Final = (OPEN, RESOLVED, "all")
 _DATABASE_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MIGRATION_RE: Final = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 _STATEMENT_END: Final = re.compile(r";[ \t]*(?:\n|$)")
-_SETTINGS: Final = {"async_insert": 0, "max_partitions_per_insert_block": 0}
+# Synchronous inserts (durable when they return). optimize_on_insert=0: a ReplacingMergeTree insert
+# is not deduplicated while it is written (a merge pass per table per batch); merges and the
+# readers deduplicate anyway, as they must for rows of different batches.
+_SETTINGS: Final = {"async_insert": 0, "max_partitions_per_insert_block": 0, "optimize_on_insert": 0}
 _FINAL: Final = " SETTINGS optimize_move_to_prewhere_if_final = 0"  # filters apply to the latest versions
 # Table -> the time column its TTL counts from.
 _TTL_COLUMNS: Final = {
@@ -94,6 +102,10 @@ _TTL_COLUMNS: Final = {
 _EVENT_COLUMNS: Final = tuple(HopEvent.__struct_fields__)
 _FINDING_COLUMNS: Final = tuple(Finding.__struct_fields__)
 _SNAPSHOT_COLUMNS: Final = tuple(OrderSnapshot.__struct_fields__)
+_EVENT_FIELDS: Final = tuple(map(attrgetter, _EVENT_COLUMNS))
+_FINDING_FIELDS: Final = tuple(map(attrgetter, _FINDING_COLUMNS))
+_SNAPSHOT_FIELDS: Final = tuple(map(attrgetter, _SNAPSHOT_COLUMNS))
+_TRAIL_KINDS: Final = {"order": 0, "event": 1, "finding": 2}  # trail.kind, Enum8: sent as its numbers
 _INSERT_COLUMNS: Final = {
     "hops": (*_EVENT_COLUMNS, "ingested_at"),
     "findings": (*_FINDING_COLUMNS, "version"),
@@ -240,13 +252,18 @@ class Store:
                 self._command(f"ALTER TABLE {self._db}.{table} REMOVE TTL")
 
     def _column_types(self, table: str) -> Sequence[Any]:
+        """The insert types of ``table``'s columns, LowCardinality strings sent as plain strings:
+        the server converts them as it writes, faster than clickhouse-connect builds their
+        dictionaries in Python."""
+        from clickhouse_connect.datatypes.registry import get_from_name
+
         names = _INSERT_COLUMNS[table]
         with self._lock:
             try:
                 ctx = self._client.create_insert_context(f"{self._db}.{table}", list(names), column_oriented=True)
             except Exception as exc:
                 raise self._error(f"reading the columns of {table}", exc) from exc
-        return list(ctx.column_types)
+        return [get_from_name(t.name.replace("LowCardinality(String)", "String")) for t in ctx.column_types]
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -260,16 +277,16 @@ class Store:
         if events and snapshots:  # an event naming no journey or customer is stored with its order's
             known = {s.order_id: s for s in snapshots}
             events = [with_order_context(ev, known.get(ev.order_id)) for ev in events]
-        hop_columns = _event_columns(events, now // 1_000_000) if events else None
         with self._lock:
             version = max(now, self._version + 1)
             self._version = version + len(findings) + len(snapshots)
-        if hop_columns is not None:
-            self._insert("hops", hop_columns)
+        if events:
+            self._insert("hops", [*_columns(events, _EVENT_FIELDS), [now // 1_000_000] * len(events)])
         if findings:
-            self._insert("findings", _columns(findings, _FINDING_COLUMNS, version))
+            self._insert("findings", [*_columns(findings, _FINDING_FIELDS), _versions(version, len(findings))])
         if snapshots:
-            self._insert("orders", _columns(snapshots, _SNAPSHOT_COLUMNS, version + len(findings)))
+            v = version + len(findings)
+            self._insert("orders", [*_columns(snapshots, _SNAPSHOT_FIELDS), _versions(v, len(snapshots))])
         self._insert("trail", _trail_columns(events, findings, snapshots, version))
 
     def _insert(self, table: str, columns: Sequence[Sequence[Any]], names: Sequence[str] | None = None) -> None:
@@ -574,13 +591,6 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def _event_columns(events: Sequence[HopEvent], now_ms: int) -> list[list[Any]]:
-    """Column-oriented hop rows, then the time they were stored."""
-    columns: list[list[Any]] = [[getattr(ev, c) for ev in events] for c in _EVENT_COLUMNS]
-    columns.append([now_ms] * len(events))
-    return columns
-
-
 def with_order_context(ev: HopEvent, snapshot: OrderSnapshot | None) -> HopEvent:
     """An event naming no journey or customer takes its order's, as the store records it."""
     if snapshot is None or ((ev.journey or not snapshot.journey) and (ev.customer_id or not snapshot.customer_id)):
@@ -590,33 +600,32 @@ def with_order_context(ev: HopEvent, snapshot: OrderSnapshot | None) -> HopEvent
     )
 
 
-def _columns(
-    records: Sequence[Finding] | Sequence[OrderSnapshot], names: Sequence[str], version: int
-) -> list[list[Any]]:
-    """Column-oriented rows of structs, then their versions, from ``version`` on."""
-    columns: list[list[Any]] = [[getattr(r, c) for r in records] for c in names]
-    columns.append(list(range(version, version + len(records))))
-    return columns
+def _columns(records: Sequence[Any], fields: Sequence[Callable[[Any], Any]]) -> list[list[Any]]:
+    """Column-oriented values of structs, one list per field getter."""
+    return [list(map(get, records)) for get in fields]
+
+
+def _versions(first: int, n: int) -> list[int]:
+    return list(range(first, first + n))
 
 
 def _trail_columns(
     events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot], version: int
 ) -> list[list[Any]]:
     """The batch's records whole, for ``trail``; findings and snapshots keep the versions of their tables."""
+    n_e, n_f, n_s = len(events), len(findings), len(snapshots)
     order_ids: list[str] = [ev.order_id for ev in events]
-    kinds = ["event"] * len(events) + ["finding"] * len(findings) + ["order"] * len(snapshots)
+    order_ids += [f.order_id for f in findings]
+    order_ids += [s.order_id for s in snapshots]
+    kinds = [_TRAIL_KINDS["event"]] * n_e + [_TRAIL_KINDS["finding"]] * n_f + [_TRAIL_KINDS["order"]] * n_s
     ids: list[str] = [ev.event_id for ev in events]
+    ids += [f"{f.hop}/{f.kind}" for f in findings]
+    ids += [""] * n_s
     times: list[int] = [ev.ts for ev in events]
-    for f in findings:
-        order_ids.append(f.order_id)
-        ids.append(f"{f.hop}/{f.kind}")
-        times.append(f.detected_at)
-    for s in snapshots:
-        order_ids.append(s.order_id)
-        ids.append("")
-        times.append(s.last_ts)
-    versions = [0] * len(events) + list(range(version, version + len(findings) + len(snapshots)))
-    docs = [_ENCODE(r) for group in (events, findings, snapshots) for r in group]
+    times += [f.detected_at for f in findings]
+    times += [s.last_ts for s in snapshots]
+    versions = [0] * n_e + _versions(version, n_f + n_s)
+    docs = [*map(_ENCODE, events), *map(_ENCODE, findings), *map(_ENCODE, snapshots)]
     return [order_ids, kinds, ids, versions, times, docs]
 
 
