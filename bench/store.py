@@ -66,7 +66,8 @@ def lookup(ctx: Context) -> Section:
     )
     section.notes.append(
         f"Loading ({result['load_seconds']:.0f} s including generating the events, decoding and the engine): "
-        f"Store.write {result['store_seconds']:.0f} s in batches of {scale.batch:,} events; the reference table "
+        f"Store.write {result['store_seconds']:.0f} s in batches of {scale.batch:,} events "
+        f"({result['store_seconds'] / result['events'] * 1e6:.1f} µs/event); the reference table "
         f"was filled from ordertrail.hops inside chDB ({result['reference_seconds']:.0f} s). Active parts when timing: "
         + ", ".join(f"{t} {n}" for t, n in sorted(result["parts"].items()))
         + ". No OPTIMIZE: background merges run as they would in service."
