@@ -15,7 +15,9 @@ This is the only module that imports the Kafka client. It keeps the promises of 
   assigned partitions before anything is fetched from them; the ``RebalanceListener`` is then told
   of partitions lost and gained on the polling thread, inside ``poll``, as ``tracer.bus`` says.
   Held partitions yield nothing until ``resume`` — the time to restore their state from the
-  store, while ``poll`` keeps the member alive in the group.
+  store, while ``poll`` keeps the member alive in the group. From a revocation until the next
+  assignment every owned partition reports lag (see ``lag``); a member evicted from the group
+  (partitions lost, not revoked) treats whatever it is given back as new.
 
 Connection settings come from the URL (``kafka://host:port[,host:port...]``); anything else
 kafka-python accepts can be passed through ``producer_config`` / ``consumer_config``.
@@ -226,10 +228,12 @@ class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-py
         self._source = source
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        pass  # the caller commits after every batch: nothing read is left uncommitted
+        # The caller commits after every batch: nothing read is left uncommitted. Until the
+        # group settles, nothing is fetched: the source must not look caught up meanwhile.
+        self._source._rebalancing_now(lost=False)
 
     def on_partitions_lost(self, lost: Any) -> None:
-        pass
+        self._source._rebalancing_now(lost=True)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self._source._assigned_now({tp.partition for tp in assigned if tp.topic == self._source.topic})
@@ -254,11 +258,19 @@ class KafkaSource:
         self._assigned: set[int] = set()  # as of the last assignment (written on the IO thread)
         self._held: set[int] = set()  # assigned, not yet resumed
         self._owned: set[int] = set()  # what the listener has been told
+        self._rebalancing = False  # between a revocation and the next assignment
         self._positions: dict[int, int] = {}
         consumer.subscribe([topic], listener=_Assignments(self))
 
+    def _rebalancing_now(self, *, lost: bool) -> None:
+        with self._lock:
+            self._rebalancing = True
+            if lost:  # evicted: others may have read these meanwhile, so a re-assignment is a gain
+                self._assigned = set()
+
     def _assigned_now(self, partitions: set[int]) -> None:
         with self._lock:
+            self._rebalancing = False
             gained = partitions - self._assigned
             self._assigned = partitions
             if self._hold_new:
@@ -349,7 +361,12 @@ class KafkaSource:
 
     def lag(self) -> dict[int, int]:
         """Records not yet read per owned partition, from the high watermarks of the last fetches.
-        A partition not fetched yet counts as behind (1): its end is unknown."""
+        A partition not fetched yet counts as behind (1): its end is unknown. So does every
+        partition while the group rebalances: nothing is fetched then, and the last high
+        watermarks go stale (a tracer that believed them would let its clock run on wall time
+        past hops waiting unread)."""
+        if self._rebalancing:
+            return dict.fromkeys(self._owned, 1)
         lag: dict[int, int] = {}
         consumer = self._consumer
         for p in self._owned:
