@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from tests.tracer.conftest import CHECKOUT, PAYMENT, S, T0, web_order
+from tests.tracer.conftest import CHECKOUT, PAYMENT, T0, S, web_order
 from tracer.bus import KeyPartitioner, Message, RebalanceListener, Record
 from tracer.clock import ManualClock, PartitionClock
 from tracer.engine import Tracer
