@@ -59,7 +59,7 @@ def store_url(tmp_path: Path) -> Iterator[str]:
 class Role:
     """One ``ordertrail ROLE`` process on a free port."""
 
-    def __init__(self, tmp: Path, role: str, name: str, bus: str, store: str) -> None:
+    def __init__(self, tmp: Path, role: str, name: str, bus: str, store: str | None) -> None:
         self.tmp, self.role, self.name = tmp, role, name
         self.port = free_port()
         self.args = [
@@ -75,8 +75,7 @@ class Role:
             str(tmp / name),
             "--bus",
             bus,
-            "--store",
-            store,
+            *(["--store", store] if store else []),
         ]
         self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
