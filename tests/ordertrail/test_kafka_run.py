@@ -17,6 +17,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from tests.ordertrail.test_kafka_scaleout import Role
+from tests.ordertrail.test_run_e2e import JOURNEYS
 from tests.support.tansu import Tansu, tansu  # noqa: F401  (the broker fixture)
 from tracer.bus import DEADLETTER_TOPIC, ERROR_HEADER, FINDINGS_TOPIC, HOPS_TOPIC, Message
 from tracer.findings_topic import decode_finding
@@ -24,14 +25,6 @@ from tracer.kafkabus import KafkaBus
 
 pytestmark = pytest.mark.integration
 
-JOURNEYS = """
-journeys:
-  web_order:
-    start: checkout.placed
-    steps:
-      payment.authorized: {after: checkout.placed, within: 1s}
-    complete: [payment.authorized]
-"""
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
@@ -75,9 +68,10 @@ def test_run_on_kafka_events_in_findings_out_and_bad_records_to_the_dead_letters
                 },
                 {"order_id": "paid-1", "hop": "checkout.placed", "ts": t},
                 {"order_id": "paid-1", "hop": "payment.authorized", "ts": t + 10},
+                {"order_id": "paid-1", "hop": "email.confirmation_sent", "ts": t + 20},
             ],
         )
-        assert answer == {"accepted": 3, "rejected": []}
+        assert answer == {"accepted": 4, "rejected": []}
         with KafkaBus(tansu.url) as bus:
             bus.produce_batch(HOPS_TOPIC, [Message("bad-1", b'{"order_id": "bad-1", "hop": "Not A Hop", "ts": 1}')])
 
