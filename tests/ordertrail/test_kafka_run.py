@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,26 @@ def test_a_bad_kafka_url_is_refused_naming_it(tmp_path: Path) -> None:
     done = subprocess.run([*argv, "--bus", "kafka://nohost"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--bus: bus URL 'kafka://nohost'" in done.stderr
+
+
+def test_the_ingest_role_takes_events_to_the_hops_topic_and_serves_no_lookups(
+    tansu: Tansu,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "journeys.yaml").write_text(JOURNEYS)
+    ingest = Role(tmp_path, "ingest", "ingest", tansu.url, None)
+    ingest.start()
+    try:
+        ingest.ready()
+        event = {"order_id": "via-ingest", "hop": "checkout.placed", "ts": 1_795_000_000_000, "trace_id": TRACE}
+        event["parent_span_id"] = "00f067aa0ba902b7"
+        assert post(ingest, [event, {"order_id": "x", "hop": "Bad Hop", "ts": 1}])["accepted"] == 1
+        records = [r for r in read_all(tansu.bootstrap, HOPS_TOPIC) if r.key == b"via-ingest"]
+        assert len(records) == 1
+        assert dict(records[0].headers)["traceparent"] == f"00-{TRACE}-00f067aa0ba902b7-01".encode()
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            ingest.get("/v1/orders/via-ingest")
+        assert caught.value.code == 404
+        caught.value.close()
+    finally:
+        ingest.stop()
