@@ -259,6 +259,8 @@ class KafkaSource:
         self._held: set[int] = set()  # assigned, not yet resumed
         self._owned: set[int] = set()  # what the listener has been told
         self._rebalancing = False  # between a revocation and the next assignment
+        self._evicted = False  # lost the partitions since the listener was last told
+        self._reassigned = False  # assigned since the listener was last told
         self._positions: dict[int, int] = {}
         consumer.subscribe([topic], listener=_Assignments(self))
 
@@ -267,10 +269,12 @@ class KafkaSource:
             self._rebalancing = True
             if lost:  # evicted: others may have read these meanwhile, so a re-assignment is a gain
                 self._assigned = set()
+                self._evicted = True
 
     def _assigned_now(self, partitions: set[int]) -> None:
         with self._lock:
             self._rebalancing = False
+            self._reassigned = True
             gained = partitions - self._assigned
             self._assigned = partitions
             if self._hold_new:
@@ -308,11 +312,17 @@ class KafkaSource:
     def _tell_listener(self) -> None:
         with self._lock:
             now = set(self._assigned)
-        lost, gained = self._owned - now, now - self._owned
+            evicted, self._evicted = self._evicted, False
+            reassigned, self._reassigned = self._reassigned, False
+        if reassigned:  # retained partitions too are moved back to their committed positions
+            self._positions.clear()
+        if evicted:  # everything owned before is gone, whatever came back is new
+            lost, gained = set(self._owned), now
+        else:
+            lost, gained = self._owned - now, now - self._owned
         if not lost and not gained:
             return
         self._owned = now
-        self._positions.clear()  # a reassignment moves retained partitions back to their commits
         if self.listener is not None:
             if lost:
                 self.listener.on_revoked(sorted(lost))
