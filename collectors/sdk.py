@@ -37,7 +37,8 @@ Configuration: explicit argument > ``ORDERTRAIL_*`` environment > default, read 
 ``SdkConfigError`` from ``SdkConfig.load`` at startup.
 
 Imports opentelemetry-api only (never the OpenTelemetry SDK), the tracer's model (and, for the
-fake transport only, its event decoding), and ``collectors.propagation``.
+fake transport only, its event decoding), and ``collectors.propagation``; ``collectors.bus_transport``
+(and with it the Kafka client) only when ``ORDERTRAIL_BUS`` asks for it.
 """
 
 from __future__ import annotations
