@@ -4,6 +4,7 @@ group of two members splitting the partitions, new ones held until resumed."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -31,6 +32,11 @@ def poll_until(source: KafkaSource, done: Callable[[list[Record]], bool], timeou
         assert time.monotonic() < deadline, f"timed out with {len(got)} records"
         got.extend(source.poll(500, 0.2))
     return got
+
+
+def keep_polling(source: KafkaSource, stop: threading.Event) -> None:
+    while not stop.is_set():
+        source.poll(100, 0.1)
 
 
 class Heard:
@@ -86,11 +92,19 @@ def test_a_second_member_takes_half_the_partitions_and_new_ones_wait_until_resum
             assert len(poll_until(a, lambda got: len(got) >= 20)) >= 20
 
             b = bus.consumer(HOPS_TOPIC, "g-split", listener=heard_b, **GROUP_TIMEOUTS)
+            # Each member polls on its own thread, as separate processes would: a group join
+            # waits for every member, so members polled in turn by one thread keep it waiting.
+            settled = threading.Event()
+            polling = [threading.Thread(target=keep_polling, args=(member, settled), daemon=True) for member in (a, b)]
+            for thread in polling:
+                thread.start()
             deadline = time.monotonic() + 40
-            while not (heard_b.assigned and heard_a.revoked):
-                assert time.monotonic() < deadline, (heard_a.__dict__, heard_b.__dict__)
-                a.poll(100, 0.1)
-                b.poll(100, 0.1)
+            while not (heard_b.assigned and heard_a.revoked) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            settled.set()
+            for thread in polling:
+                thread.join(5)
+            assert heard_b.assigned and heard_a.revoked, (heard_a.__dict__, heard_b.__dict__)
             assert sorted(a.assignment() + b.assignment()) == list(range(HOPS_PARTITIONS))
             assert len(a.assignment()) == len(b.assignment()) == HOPS_PARTITIONS // 2
             assert heard_a.revoked == [b.assignment()]
