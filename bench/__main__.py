@@ -32,7 +32,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, detection, engine, kafka, live, metrics, otlp, store, taps
+from bench import (
+    FULL,
+    QUICK,
+    ROOT,
+    Context,
+    Row,
+    Scale,
+    Section,
+    detection,
+    engine,
+    kafka,
+    live,
+    metrics,
+    otlp,
+    store,
+    taps,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,7 +227,7 @@ def _tracer(url: str, group: str, n: int, gate: Path | None, name: str) -> dict[
     store = _NullStore(gate, name)
     bus = KafkaBus(url, client_id=f"bench-{name}")
     consumer = bus.consumer(HOPS_TOPIC, group, hold_new=True, **GROUP_SETTINGS)
-    ownership = Ownership(consumer, store, new_tracer=lambda: Tracer(journeys), new_clock=lambda: PartitionClock(wall))
+    ownership = Ownership(consumer, store)
     store.owned = lambda: list(ownership.owned)
     consumer.listener = ownership
     proc = Processor(ownership, store, Tracer(journeys), PartitionClock(wall), [], max_records=POLL)

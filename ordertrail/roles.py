@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # the rest is imported when a role starts: the CLI stays quic
     from starlette.applications import Starlette
 
     from detectors import AlertSink
-
     from ordertrail.pipeline import Pipeline
     from tracer.clickhouse import Store
     from tracer.clock import WallClock

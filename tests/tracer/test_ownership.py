@@ -81,9 +81,7 @@ def make(wall: ManualClock) -> tuple[MemoryBus, FakeGroup, MemStore, Processor, 
     bus = MemoryBus({TOPIC: PARTS})
     group = FakeGroup(bus)
     store = MemStore()
-    ownership = Ownership(
-        group, store, new_tracer=lambda: Tracer(JOURNEYS), new_clock=lambda: PartitionClock(wall, warmup_ms=0)
-    )
+    ownership = Ownership(group, store)
     group.listener = ownership
     proc = Processor(ownership, store, Tracer(JOURNEYS), PartitionClock(wall, warmup_ms=0), [])
     ownership.bind(proc)
