@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from tests.tracer.conftest import CHECKOUT, PAYMENT, T0, S, web_order
+from tests.tracer.conftest import hop as hop_event
 from tracer.bus import KeyPartitioner, Message, RebalanceListener, Record
 from tracer.clock import ManualClock, PartitionClock
 from tracer.engine import Tracer
@@ -160,3 +161,28 @@ def test_a_taken_over_backlog_is_judged_by_its_own_time_not_the_clock_already_re
     assert [f for f in found if f.kind == MISSING and f.hop == PAYMENT] == []
     state = proc.tracer.order(late)
     assert state is not None and state.seen == 0b11
+
+
+def test_rewind_forgets_every_order_and_the_time_but_keeps_what_was_learned() -> None:
+    tracer = Tracer(JOURNEYS)
+    tracer.advance(T0 + 60 * S)
+    tracer.on_event(hop_event("a", CHECKOUT, 0), 0)
+    tracer.on_event(hop_event("b", CHECKOUT, 0), 1)
+    tracer.on_event(hop_event("b", PAYMENT, 2 * S), 1)
+    assert tracer.rewind() == 2
+    assert len(tracer) == 0 and tracer.stats.events == 3
+    tracer.advance(T0)  # time may start lower again
+    assert tracer.now == T0
+
+
+def test_a_restarted_clock_owns_only_its_new_partitions_and_waits_for_them() -> None:
+    wall = ManualClock(T0 + 10 * S)
+    clock = PartitionClock(wall, warmup_ms=0)
+    clock.assign([0])
+    clock.observe(0, T0 + 9 * S)
+    assert clock.now() == T0 + 9 * S
+    clock.restart([1, 2])
+    assert clock.now() is None  # neither new partition read yet
+    clock.observe(1, T0 + 2 * S)
+    clock.observe(2, T0 + 3 * S)
+    assert clock.now() == T0 + 2 * S  # lower than before the restart
