@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from ordertrail import run
 from ordertrail.config import ConfigError, RunConfig
@@ -91,21 +91,25 @@ def open_role(
             yield Pipeline(
                 config, journeys, producer=None, source=None, store=store, wall=wall, partitions=[], sinks=sinks
             )
-        elif config.kafka:
-            yield stack.enter_context(_kafka_tracing(config, journeys, store, wall, listeners, sinks))
         else:
-            yield stack.enter_context(_local_tracing(config, journeys, store, wall, listeners, sinks))
+            tracing = _kafka_tracing if config.kafka else _local_tracing
+            yield stack.enter_context(tracing(_Parts(config, journeys, store, wall, listeners, sinks)))
+
+
+class _Parts(NamedTuple):
+    """What a tracing pipeline is built from, whichever bus it reads."""
+
+    config: RunConfig
+    journeys: Journeys
+    store: Store
+    wall: WallClock
+    listeners: tuple[FindingListener, ...]
+    sinks: list[AlertSink] | None
 
 
 @contextmanager
-def _local_tracing(
-    config: RunConfig,
-    journeys: Journeys,
-    store: Store,
-    wall: WallClock,
-    listeners: tuple[FindingListener, ...],
-    sinks: list[AlertSink] | None,
-) -> Iterator[Pipeline]:
+def _local_tracing(parts: _Parts) -> Iterator[Pipeline]:
+    config, journeys, store, wall, listeners, sinks = parts
     from ordertrail.pipeline import Pipeline
     from tracer.bus import HOPS_TOPIC, DeadLetters
     from tracer.localbus import LocalBus
@@ -141,16 +145,10 @@ def _kafka_bus(config: RunConfig) -> Iterator[KafkaBus]:
 
 
 @contextmanager
-def _kafka_tracing(
-    config: RunConfig,
-    journeys: Journeys,
-    store: Store,
-    wall: WallClock,
-    listeners: tuple[FindingListener, ...],
-    sinks: list[AlertSink] | None,
-) -> Iterator[Pipeline]:
+def _kafka_tracing(parts: _Parts) -> Iterator[Pipeline]:
     """The tracer over Kafka: a group consumer whose new partitions wait while their open orders
     are rebuilt (``tracer.ownership``), findings published before each store write."""
+    config, journeys, store, wall, listeners, sinks = parts
     from ordertrail.pipeline import Pipeline, trace_headers
     from tracer.bus import HOPS_TOPIC, DeadLetters
     from tracer.findings_topic import PublishingSink
