@@ -828,6 +828,7 @@ class Tracer:
         Learned transit times and counters stay. Returns how many orders were dropped."""
         dropped = sum(self.drop_partition(p) for p in {st.partition for st in self._orders.values()})
         self.now = _UNSET
+        self._index = DeadlineIndex(self._index.width_ms)  # nothing armed is left, and its time goes back
         return dropped
 
     def drop_partition(self, partition: int) -> int:
