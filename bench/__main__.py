@@ -32,7 +32,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import FULL, QUICK, ROOT, Context, Row, Scale, Section, detection, engine, live, metrics, otlp, store, taps
+from bench import (
+    FULL,
+    QUICK,
+    ROOT,
+    Context,
+    Row,
+    Scale,
+    Section,
+    detection,
+    engine,
+    kafka,
+    live,
+    metrics,
+    otlp,
+    store,
+    taps,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +74,7 @@ BENCHES: list[Bench] = [
     Bench("stitch", 6, "Stitching re-keyed orders in front of the engine", taps.stitch),
     Bench("tap", 6, "Tap mapping of JSON lines to hop events", taps.tap),
     Bench("lead-time", 5, "Detection lead time per injected fault", detection.lead_time),
+    Bench("kafka", 4, "Tracer throughput over Kafka next to a kafka-python loop; two processes vs one", kafka.kafka),
 ]
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 WORK = ROOT / "bench" / ".work"

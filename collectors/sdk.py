@@ -27,13 +27,18 @@ Contract with the service it observes — it must never break or block it:
   shutdown's deadline has passed. Everything dropped is counted (``stats()``) and summarised in one
   ``logging`` warning per ``log_interval`` at most, from the sender thread only.
 
+With ``ORDERTRAIL_BUS=kafka://host:port`` the sender produces the batches straight to the hops
+topic instead (``collectors.bus_transport``: trace context in the record headers; the tracer
+dead-letters what breaks CONTRACT §1, with the reason).
+
 Configuration: explicit argument > ``ORDERTRAIL_*`` environment > default, read once per
 ``Client`` (``SdkConfig.load``). Unusable environment values are logged and replaced by the default
 (an operations typo must not take the service down); unusable explicit arguments raise
 ``SdkConfigError`` from ``SdkConfig.load`` at startup.
 
 Imports opentelemetry-api only (never the OpenTelemetry SDK), the tracer's model (and, for the
-fake transport only, its event decoding), and ``collectors.propagation``.
+fake transport only, its event decoding), and ``collectors.propagation``; ``collectors.bus_transport``
+(and with it the Kafka client) only when ``ORDERTRAIL_BUS`` asks for it.
 """
 
 from __future__ import annotations
@@ -123,6 +128,7 @@ class SdkConfig:
     batch: int = 500  # events per request at most
     flush_interval: float = 1.0  # a partial batch waits at most this long
     timeout: float = 5.0  # per request; also what shutdown at exit waits at most
+    bus: str = ""  # kafka://host:port: produce straight to the hops topic instead of HTTP
 
     @classmethod
     def load(
@@ -130,6 +136,7 @@ class SdkConfig:
         environ: Mapping[str, str] | None = None,
         *,
         url: str | None = None,
+        bus: str | None = None,
         service: str | None = None,
         disabled: bool | None = None,
         buffer: int | None = None,
@@ -160,6 +167,7 @@ class SdkConfig:
         buffer_n = pick("buffer", buffer, "ORDERTRAIL_BUFFER", _positive_int, d.buffer)
         return cls(
             url=pick("url", url, "ORDERTRAIL_URL", _url, d.url),
+            bus=pick("bus", bus, "ORDERTRAIL_BUS", _bus, d.bus),
             service=pick("service", service, "ORDERTRAIL_SERVICE", _service, service_default),
             disabled=pick("disabled", disabled, "ORDERTRAIL_DISABLED", _flag, d.disabled),
             buffer=buffer_n,
@@ -187,6 +195,16 @@ def _url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise ValueError(f"must be an http(s) URL like {DEFAULT_URL}")
     return text.rstrip("/")
+
+
+def _bus(text: str) -> str:
+    if not text:
+        return ""
+    parts = urllib.parse.urlsplit(text)
+    hosts = parts.netloc.split(",") if parts.scheme == "kafka" else []
+    if not hosts or not all(h.rpartition(":")[0] and h.rpartition(":")[2].isdigit() for h in hosts):
+        raise ValueError("must be kafka://host:port[,host:port...] (or empty for HTTP to ORDERTRAIL_URL)")
+    return text
 
 
 def _service(text: str) -> str:
@@ -357,7 +375,12 @@ def _as_the_server(body: bytes) -> SendResult:
 
 
 def transport_for(config: SdkConfig) -> Transport:
-    """The transport a configuration asks for: HTTP to ``config.url`` (a bus transport comes later)."""
+    """The transport a configuration asks for: straight to Kafka when ``config.bus`` is set, else
+    HTTP to ``config.url``."""
+    if config.bus:
+        from collectors.bus_transport import BusTransport
+
+        return BusTransport(config.bus, timeout=config.timeout)
     return HttpTransport(config.url, timeout=config.timeout)
 
 
@@ -772,7 +795,7 @@ class Client:
         parts = []
         for name, what, key in (
             ("dropped_full", f"dropped, the buffer was full (ORDERTRAIL_BUFFER={self._capacity})", ""),
-            ("dropped_failed", f"undeliverable to {self.config.url}", "failed"),
+            ("dropped_failed", f"undeliverable to {self.config.bus or self.config.url}", "failed"),
             ("invalid", "invalid", "invalid"),
             ("rejected_by_server", "rejected by the server", "rejected"),
             ("dropped_closed", "reported after shutdown", ""),

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
-from ordertrail import backtest, demo, lookup_cli, run, simulate, tap
+from ordertrail import backtest, demo, lookup_cli, roles, run, simulate, tap
 from tracer.errors import JourneysError
 from tracer.journeys import Journey, Journeys, load_journeys
 from tracer.model import format_ts
@@ -62,6 +62,16 @@ COMMANDS: Final = (
         backtest.main,
     ),
     Command("run", "run the whole pipeline: ingest, tracer, store, lookup API and page", run.add_arguments, run.main),
+    Command(
+        "ingest", "the ingest role on Kafka: POST /v1/events to the hops topic", roles.add_arguments, roles.ingest_main
+    ),
+    Command(
+        "tracer",
+        "the tracer role on Kafka: hops topic → tracer → store, findings to their topic",
+        roles.add_arguments,
+        roles.tracer_main,
+    ),
+    Command("lookup-server", "the lookup role: API and page over the store", roles.add_arguments, roles.lookup_main),
     Command(
         "lookup",
         "look up one order: what happened and what to tell the customer",

@@ -42,6 +42,13 @@ class RunConfig:
     dashboard_url: str = ""  # linked from alerts; default: the incidents API
     alert_resend_ms: int = 30_000  # firing alerts are sent again this often (Alertmanager)
     incident_window_ms: int = 10 * 60_000  # findings this close together are one incident
+    group: str = "ordertrail-tracer"  # the Kafka consumer group of the tracer instances
+    session_timeout_ms: int = 10_000  # Kafka: a silent tracer's partitions move after this long
+    max_poll_interval_ms: int = 60_000  # Kafka: a tracer stuck this long between polls leaves the group
+
+    @property
+    def kafka(self) -> bool:
+        return self.bus_url.startswith("kafka://")
 
     @property
     def store(self) -> str:
@@ -68,6 +75,8 @@ class RunConfig:
             raise ConfigError(
                 f"--bus: {bus!r} is not supported; use kafka://host:port or leave it out for the embedded bus"
             )
+        if bus.startswith("kafka://"):
+            check_kafka_url(bus)
         store = pick("store", "ORDERTRAIL_STORE")
         if store and not store.startswith(("chdb://", "http://", "https://")):
             raise ConfigError(f"--store: {store!r} must be chdb:///dir, http://host:port or https://host:port")
@@ -106,7 +115,25 @@ class RunConfig:
             warmup_ms=warmup_ms,
             public_url=pick("public_url", "ORDERTRAIL_PUBLIC_URL"),
             spans=spans,
+            group=pick("group", "ORDERTRAIL_GROUP", "ordertrail-tracer"),
+            session_timeout_ms=_duration(
+                "ORDERTRAIL_KAFKA_SESSION_TIMEOUT", environ.get("ORDERTRAIL_KAFKA_SESSION_TIMEOUT", "10s")
+            ),
+            max_poll_interval_ms=_duration(
+                "ORDERTRAIL_KAFKA_MAX_POLL_INTERVAL", environ.get("ORDERTRAIL_KAFKA_MAX_POLL_INTERVAL", "60s")
+            ),
         )
+
+
+def check_kafka_url(url: str) -> None:
+    """``kafka://host:port[,host:port...]``, or ConfigError naming the setting and the value."""
+    from tracer.bus import BusError
+    from tracer.kafkabus import bootstrap_servers  # imports the Kafka client: only when asked for
+
+    try:
+        bootstrap_servers(url)
+    except BusError as exc:
+        raise ConfigError(f"--bus: {exc}") from None
 
 
 def _duration(flag: str, text: str, *, allow_zero: bool = False) -> int:
@@ -166,3 +193,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"OTLP /v1/traces: the span attribute with {what} (default {getattr(d, name)}); "
             f"env ORDERTRAIL_{name.upper()}_ATTRIBUTE",
         )
+    parser.add_argument(
+        "--group",
+        help="with --bus kafka://: the consumer group the tracer instances share (default ordertrail-tracer); "
+        "env ORDERTRAIL_GROUP; Kafka timeouts: ORDERTRAIL_KAFKA_SESSION_TIMEOUT (10s), "
+        "ORDERTRAIL_KAFKA_MAX_POLL_INTERVAL (60s)",
+    )

@@ -10,34 +10,38 @@ orders wait at the same step comes from one answer about every step (``Store.wai
 for ``LOOKUP_CONTEXT_MAX_AGE_MS`` and refreshed in the background (``ordertrail.refresh``), so no
 lookup pays for a scan of the open orders.
 
-It implements ``ordertrail.server.Api``.
+It implements ``ordertrail.server.Api``. The deployable roles use parts of it (``ordertrail.roles``):
+without a ``source`` it runs no tracer (the ingest and lookup-server roles), without a ``store``
+it answers no lookups (the ingest role), without a ``producer`` it takes no events (lookup-server).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 from prometheus_client import CollectorRegistry
 
 from collectors.otlp import OtlpStats
+from collectors.propagation import TRACEPARENT
 from detectors import AlertSink, DetectorCollector
 from ordertrail.alerting import build_watch
 from ordertrail.config import RunConfig
 from ordertrail.metrics import IngestStats, MeteredSink, MetricLabels, OtlpCollector, PipelineCollector, render
 from ordertrail.page import render_page
 from ordertrail.refresh import Refreshed
-from tracer.bus import HOPS_TOPIC, KeyPartitioner, Message, Producer
+from tracer.bus import HOPS_TOPIC, Headers, InputRecord, KeyPartitioner, Message, Producer
 from tracer.clickhouse import Store
 from tracer.clock import Clock, PartitionClock
+from tracer.engine import OrderSnapshot
 from tracer.errors import TracerError
 from tracer.journeys import Journeys
 from tracer.lookup import build_order_view, explain_unknown, search_views
-from tracer.model import HopEvent, event_to_wire
-from tracer.processor import DeadLetterSink, FindingListener, Processor, Source
+from tracer.model import Finding, HopEvent, event_to_wire
+from tracer.processor import DeadLetterSink, FindingListener, Processor, Sink, Source
 from tracer.stitch import Stitcher
 from tracer.waiting import WaitingTracer
 
@@ -53,29 +57,35 @@ class Pipeline:
         config: RunConfig,
         journeys: Journeys,
         *,
-        producer: Producer,
-        source: Source,
-        store: Store,
+        producer: Producer | None,
+        source: Source | None,
+        store: Store | None,
         wall: Clock,
         partitions: Sequence[int],
         dead_letter: DeadLetterSink | None = None,
         listeners: Sequence[FindingListener] = (),
         sinks: list[AlertSink] | None = None,
+        sink: Sink | None = None,
+        headers: Callable[[HopEvent], Headers] | None = None,
+        topic_partitions: int | None = None,
     ) -> None:
         self.config = config
         self.journeys = journeys
-        self.store = store
+        self._store = store
         self._producer = producer
+        self._headers = headers  # record headers of an ingested event (trace context on Kafka)
+        self._tracing = source is not None
         self._wall = wall
         self.tracer = WaitingTracer(journeys, retention_ms=config.retention_ms)
         self.clock = PartitionClock(wall, in_flight_ms=config.in_flight_ms, warmup_ms=config.warmup_ms)
         self.registry = CollectorRegistry(auto_describe=True)
         labels = MetricLabels(journeys)
-        sink = MeteredSink(store, labels, self.registry)  # the store, timed and counted for /metrics
+        # The store as the tracer writes it (on Kafka: findings published first), timed and counted.
+        sink = MeteredSink(sink or store or _IDLE, labels, self.registry)
         # Stitching re-keyed orders (docs/stitching.md): only when the journeys declare other keys.
-        self.stitcher = Stitcher(journeys, lookup=store.key_links)
+        self.stitcher = Stitcher(journeys, lookup=store.key_links if store is not None else None)
         self.processor = Processor(
-            source,
+            source or _IDLE,
             sink,
             self.tracer,
             self.clock,
@@ -84,30 +94,43 @@ class Pipeline:
             listeners=listeners,
             stitcher=self.stitcher,
             stitch_store=store,
-            partitioner=KeyPartitioner(max(len(partitions), 1)),
+            partitioner=KeyPartitioner(topic_partitions or max(len(partitions), 1)),
             forward=self._forward,
         )
         self.watch = build_watch(
             config, self.processor, self.tracer, self.processor.lock, wall, store=store, sinks=sinks
         )
         self.processor.add_listener(self.watch.on_findings)
+        if not self._tracing:
+            self.processor.stats.ready = True  # nothing to restore: lookups over the store
         self.ingest_stats = IngestStats()
         self.registry.register(PipelineCollector(self.processor, self.ingest_stats, labels=labels, hops=sink.hops))
         self.otlp_stats = OtlpStats()  # the /v1/traces route counts into it
         self.registry.register(OtlpCollector(self.otlp_stats))
         self.registry.register(DetectorCollector(self.watch))
-        self._waiting = Refreshed(store.waiting, wall, LOOKUP_CONTEXT_MAX_AGE_MS)
+        self._waiting: Refreshed[dict[tuple[str, str], tuple[int, int]]] = Refreshed(
+            store.waiting if store is not None else dict, wall, LOOKUP_CONTEXT_MAX_AGE_MS
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise TracerError("the ingest role keeps no store: look orders up on `ordertrail lookup-server`")
+        return self._store
+
     def start(self) -> None:
-        self._restore_incidents()
+        if self._store is not None:
+            self._restore_incidents()
+            threading.Thread(target=self._warm_lookup_context, name="lookup-warmup", daemon=True).start()
+        if not self._tracing:
+            return
         self._thread = threading.Thread(target=self.processor.run, args=(self._stop,), name="tracer", daemon=True)
         self._thread.start()
         self.watch.start()
-        threading.Thread(target=self._warm_lookup_context, name="lookup-warmup", daemon=True).start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
@@ -135,9 +158,15 @@ class Pipeline:
     # -- server.Api -----------------------------------------------------------------------------
 
     def ingest(self, events: Sequence[HopEvent]) -> None:
+        if self._producer is None:
+            raise TracerError("this role takes no events: send them to `ordertrail ingest` or to the bus")
         encode = _ENCODE.encode
+        headers = self._headers
         try:
-            self._producer.produce_batch(HOPS_TOPIC, [Message(ev.order_id, encode(event_to_wire(ev))) for ev in events])
+            self._producer.produce_batch(
+                HOPS_TOPIC,
+                [Message(ev.order_id, encode(event_to_wire(ev)), headers(ev) if headers else ()) for ev in events],
+            )
         except Exception:
             self.ingest_stats.unavailable += len(events)  # answered 503: the sender retries
             raise
@@ -150,6 +179,8 @@ class Pipeline:
     def _forward(self, events: Sequence[HopEvent]) -> None:
         """Re-keyed events whose order another tracer owns: back to the bus under the order id."""
         encode = _ENCODE.encode
+        if self._producer is None:
+            raise TracerError("re-keyed events cannot be forwarded: this pipeline has no producer")
         self._producer.produce_batch(HOPS_TOPIC, [Message(ev.order_id, encode(event_to_wire(ev))) for ev in events])
 
     def order_view(self, order_id: str) -> dict[str, Any] | None:
@@ -201,6 +232,7 @@ class Pipeline:
             "restored_orders": s.restored_orders,
             "lag_records": s.lag_records,
             "open_orders": len(self.tracer),
+            "partitions": list(self.processor.partitions),
         }
 
     def page(self, query: str) -> str:
@@ -239,3 +271,35 @@ class Pipeline:
     def _now(self) -> int:
         now = self.clock.now()
         return now if now is not None else self._wall.now_ms()
+
+
+def trace_headers(ev: HopEvent) -> Headers:
+    """W3C ``traceparent`` of a hop event, where its span is known (CONTRACT §6)."""
+    span = ev.span_id or ev.parent_span_id
+    if not span:
+        return ()
+    return ((TRACEPARENT, f"00-{ev.trace_id}-{span}-01".encode()),)
+
+
+class _Idle:
+    """Source and sink of a pipeline that runs no tracer: never polled, never written."""
+
+    def poll(self, max_records: int, timeout_s: float) -> list[InputRecord]:
+        return []
+
+    def commit(self, positions: dict[int, int]) -> None:
+        pass
+
+    def lag(self) -> dict[int, int]:
+        return {}
+
+    def write(
+        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+    ) -> None:
+        raise TracerError("this role runs no tracer")
+
+    def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
+        return [], []
+
+
+_IDLE = _Idle()

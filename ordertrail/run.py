@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from detectors import AlertSink
     from ordertrail.pipeline import Pipeline
+    from ordertrail.roles import Role
 from tracer.errors import JourneysError, TracerError
 from tracer.processor import FindingListener
 
@@ -39,20 +40,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(args: argparse.Namespace) -> int:
+_SERVING: dict[str, str] = {
+    "run": "lookup page, API, /metrics",
+    "ingest": "POST /v1/events to the hops topic, /metrics",
+    "tracer": "/metrics, /healthz, /readyz",
+    "lookup": "lookup page, API, /metrics",
+}
+
+
+def main(args: argparse.Namespace, *, role: Role = "run") -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":
+        logging.getLogger("kafka").setLevel(logging.WARNING)  # the client's INFO is every connection
     try:
         config = RunConfig.from_args(args, os.environ)
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     try:
-        with running(config) as (_, server):
-            log.info("ordertrail is serving on %s (lookup page, API, /metrics)", config.lookup_url)
+        with running(config, role=role) as (_, server):
+            log.info("ordertrail %s is serving on %s (%s)", role, config.lookup_url, _SERVING[role])
             server.run()
     except JourneysError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"error: {problem}\n")
+        return 2
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     except TracerError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -62,11 +76,16 @@ def main(args: argparse.Namespace) -> int:
 
 @contextmanager
 def running(
-    config: RunConfig, *, listeners: tuple[FindingListener, ...] = (), sinks: list[AlertSink] | None = None
+    config: RunConfig,
+    *,
+    listeners: tuple[FindingListener, ...] = (),
+    sinks: list[AlertSink] | None = None,
+    role: Role = "run",
 ) -> Iterator[tuple[Pipeline, uvicorn.Server]]:
-    """Open every part, start the tracer thread, and yield (pipeline, server). ``server.run()``
-    blocks until a signal or ``server.should_exit``; leaving the context stops and closes
-    everything in order. ``sinks`` replaces the alert sinks the configuration names."""
+    """Open every part ``role`` needs (``ordertrail.roles``), start the tracer thread, and yield
+    (pipeline, server). ``server.run()`` blocks until a signal or ``server.should_exit``; leaving
+    the context stops and closes everything in order. ``sinks`` replaces the alert sinks the
+    configuration names."""
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -82,61 +101,32 @@ def running(
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    from ordertrail.pipeline import Pipeline
+    from ordertrail.roles import open_role, serve_routes
     from ordertrail.server import create_app
-    from tracer.bus import HOPS_TOPIC, DeadLetters
-    from tracer.clickhouse import Store
-    from tracer.clock import WallClock
     from tracer.journeys import load_journeys
-    from tracer.localbus import LocalBus
 
     journeys = load_journeys(config.journeys)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    bus = LocalBus(config.data_dir / "bus")
-    store = None
-    pipeline = None
-    consumer = None
-    try:
-        store = Store.open(config.store)
-        consumer = bus.consumer(HOPS_TOPIC, "ordertrail-tracer")
-        pipeline = Pipeline(
-            config,
-            journeys,
-            producer=bus,
-            source=consumer,
-            store=store,
-            wall=WallClock(),
-            partitions=bus.partitions(HOPS_TOPIC),
-            dead_letter=DeadLetters(bus),
-            listeners=listeners,
-            sinks=sinks,
-        )
+    with open_role(config, journeys, role, listeners=listeners, sinks=sinks) as pipeline:
         pipeline.start()
-        app = create_app(
-            pipeline,
-            max_body_bytes=config.max_body_bytes,
-            on_rejected=pipeline.count_rejected,
-            spans=config.spans,
-            otlp_stats=pipeline.otlp_stats,
-        )
-        server = _Server(
-            uvicorn.Config(
-                app,
-                host=config.host,
-                port=config.port,
-                log_level="warning",
-                access_log=False,
-                timeout_graceful_shutdown=5,
+        try:
+            app = create_app(
+                pipeline,
+                max_body_bytes=config.max_body_bytes,
+                on_rejected=pipeline.count_rejected,
+                spans=config.spans,
+                otlp_stats=pipeline.otlp_stats,
             )
-        )
-        yield pipeline, server
-    finally:
-        if pipeline is not None:
-            if consumer is not None:
-                consumer.wakeup()
+            app = serve_routes(app, role)
+            server = _Server(
+                uvicorn.Config(
+                    app,
+                    host=config.host,
+                    port=config.port,
+                    log_level="warning",
+                    access_log=False,
+                    timeout_graceful_shutdown=5,
+                )
+            )
+            yield pipeline, server
+        finally:
             pipeline.stop()
-        if consumer is not None:
-            consumer.close()
-        if store is not None:
-            store.close()
-        bus.close()

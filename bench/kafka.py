@@ -1,0 +1,286 @@
+"""Tracer throughput over Kafka (issue 4), next to a minimal kafka-python consumer loop in the same run.
+
+A Tansu broker on loopback (``tests.support.tansu``, the broker of the integration tests) holds the
+workload's events in the 8-partition hops topic, produced once through ``KafkaBus`` (idempotent,
+``acks=all``, lz4). Each measured side is a fresh consumer group reading the whole topic from the
+beginning, in its own interpreter:
+
+* reference: ``KafkaConsumer.poll`` → ``msgspec`` decode of every value → synchronous commit, the
+  least any consumer of this topic does;
+* ordertrail: the ``ordertrail tracer`` loop — ``KafkaSource`` → ``Ownership`` → ``Processor``
+  (validation, engine, findings) with a store that accepts every batch and keeps nothing, so the
+  number is the tracer's own cost over Kafka (the store has its own benchmarks);
+* two tracer processes in one group against one: each holds its first restore until both own
+  their partitions, so the clock starts with the group settled; throughput is all events over the
+  span from the first record either read to the last.
+
+Children print one JSON line (``bench.report``). Run alone: ``python -m bench --only kafka``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from bench import ROOT, Context, Row, Section, Target, report, run_child
+
+MAX_EVENTS: Final = 600_000  # Tansu keeps everything in memory
+POLL: Final = 5000
+RATIO: Final = Target("ratio", ">=", 0.8)
+SCALING: Final = Target("ratio", ">=", 1.7)
+GROUP_SETTINGS: Final = {"session_timeout_ms": 6000, "max_poll_interval_ms": 20000, "heartbeat_interval_ms": 1000}
+
+
+def kafka(ctx: Context) -> Section:
+    sys.path.insert(0, str(ROOT))
+    from tests.support.tansu import start_tansu
+
+    orders = max(1000, min(ctx.scale.throughput_events, MAX_EVENTS) // 5)
+    path, summary = ctx.workload(orders)
+    section = Section(
+        reference="a minimal kafka-python loop over the same topic: poll 5000 records, decode each value "
+        "with msgspec, commit synchronously; fresh consumer group, one process"
+    )
+    with start_tansu(ctx.scratch("tansu")) as broker:
+        n = _fill(broker.url, path)
+        ctx.log(f"  {n:,} events in the hops topic of {broker.url}")
+        runs: dict[str, list[dict[str, Any]]] = {"reference": [], "tracer": [], "pair": []}
+        for _ in range(ctx.scale.repeats):
+            runs["reference"].append(_child(broker.url, "reference", n))
+            runs["tracer"].append(_child(broker.url, "tracer", n))
+        runs["pair"].append(_pair(ctx, broker.url, n))
+    best = {k: max(v, key=lambda r: r["events_per_s"]) for k, v in runs.items()}
+    ref, one, two = best["reference"], best["tracer"], best["pair"]
+    for name, r in best.items():
+        ctx.log(f"  {name}: {r['events_per_s']:,.0f} events/s")
+    ref_cpu = max(r["events_per_cpu_s"] for r in runs["reference"])
+    one_cpu = max(r["events_per_cpu_s"] for r in runs["tracer"])
+    section.rows += [
+        Row(f"kafka-python reference loop, {n:,} events", ref["events_per_s"], "events/s"),
+        Row("ordertrail tracer over Kafka, one process", one["events_per_s"], "events/s", ref["events_per_s"], RATIO),
+        Row("two tracer processes in one group vs one", two["events_per_s"], "events/s", one["events_per_s"], SCALING),
+        Row("ordertrail tracer, events per second of its process's CPU", one_cpu, "events/s", ref_cpu),
+    ]
+    section.notes.append(
+        f"Workload: {orders:,} orders, {summary.events:,} events of examples/journeys.yaml; 8 partitions; the broker "
+        f"(Tansu, memory storage) on the same machine, sharing its {os.cpu_count()} cores with the consumers."
+    )
+    section.notes.append(
+        "Per run: "
+        + "; ".join(f"{name} {_rates(rs)} events/s" for name, rs in runs.items())
+        + f". Best of {ctx.scale.repeats} for one process; the pair ran once. Pair: "
+        + ", ".join(
+            f"{c['records']:,} events in {c['seconds']:.1f} s ({c['events_per_cpu_s']:,.0f} per CPU-second)"
+            for c in two["children"]
+        )
+        + ". Per CPU-second (user + system time of the consumer's process, its IO thread included, between its "
+        "first and last record) the comparison does not depend on what else the machine runs; wall-clock "
+        "throughput, and the two-process ratio above all, need the cores free: two tracers and the broker on "
+        f"{os.cpu_count()} cores shared with other work cannot show their scaling (load average below)."
+    )
+    section.notes.append(
+        f"The tracer found {one['findings']:,} findings and kept {one['open_orders']:,} orders open; it commits after "
+        "every batch, as the reference does."
+    )
+    return section
+
+
+def _rates(runs: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['events_per_s']:,.0f}" for r in runs)
+
+
+def _fill(url: str, path: Path) -> int:
+    import msgspec
+
+    from tracer.bus import HOPS_TOPIC, Message
+    from tracer.kafkabus import KafkaBus
+
+    decode = msgspec.json.Decoder(dict[str, Any]).decode
+    n = 0
+    with KafkaBus(url, client_id="bench-fill") as bus:
+        bus.ensure_topics()
+        batch: list[Message] = []
+        with path.open("rb") as f:
+            for line in f:
+                line = line.rstrip(b"\n")
+                batch.append(Message(str(decode(line)["order_id"]), line))
+                if len(batch) >= 20_000:
+                    n += len(bus.produce_batch(HOPS_TOPIC, batch))
+                    batch.clear()
+        if batch:
+            n += len(bus.produce_batch(HOPS_TOPIC, batch))
+    return n
+
+
+def _child(url: str, mode: str, n: int) -> dict[str, Any]:
+    return run_child("bench.kafka", mode, "--url", url, "--events", str(n), "--group", f"{mode}-{uuid.uuid4().hex[:8]}")
+
+
+def _pair(ctx: Context, url: str, n: int) -> dict[str, Any]:
+    """Two tracer children in one group; the parent releases them once both own partitions."""
+    group = f"pair-{uuid.uuid4().hex[:8]}"
+    gate = ctx.scratch("pair") / "go"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH", ""))))
+    procs = []
+    for i in range(2):
+        argv = [sys.executable, "-m", "bench.kafka", "tracer", "--url", url, "--events", str(n), "--group", group]
+        argv += ["--gate", str(gate), "--name", f"t{i}"]
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        procs.append(subprocess.Popen(argv, text=True, cwd=ROOT, env=env, **pipes))
+    deadline = time.monotonic() + 120
+    owned: dict[str, list[int]] = {}
+    while time.monotonic() < deadline:
+        owned = {f.stem: [int(x) for x in f.read_text().split()] for f in gate.parent.glob("t*.owned")}
+        mine = [set(v) for v in owned.values()]
+        if len(mine) == 2 and all(mine) and not mine[0] & mine[1] and len(mine[0] | mine[1]) == 8:
+            break
+        time.sleep(0.2)
+    gate.touch()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError(f"a tracer of the pair exited {p.returncode}:\n{err[-3000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    first = min(r["first"] for r in results)
+    last = max(r["last"] for r in results)
+    total = sum(r["records"] for r in results)
+    return {"events_per_s": total / (last - first), "children": results, "owned": owned}
+
+
+# -- the children -------------------------------------------------------------------------------
+
+
+def _reference(url: str, group: str, n: int) -> dict[str, Any]:
+    import msgspec
+    from kafka import KafkaConsumer
+
+    from tracer.bus import HOPS_TOPIC
+    from tracer.kafkabus import CONSUMER_DEFAULTS, bootstrap_servers
+
+    decode = msgspec.json.decode
+    consumer = KafkaConsumer(
+        HOPS_TOPIC, bootstrap_servers=bootstrap_servers(url), group_id=group, **CONSUMER_DEFAULTS, **GROUP_SETTINGS
+    )
+    seen = 0
+    first = last = cpu0 = cpu1 = 0.0
+    while seen < n:
+        batches = consumer.poll(timeout_ms=100, max_records=POLL)
+        if not batches:
+            continue
+        if not first:
+            first, cpu0 = time.perf_counter(), time.process_time()
+        for records in batches.values():
+            for r in records:
+                decode(r.value)
+            seen += len(records)
+        consumer.commit()
+        last, cpu1 = time.perf_counter(), time.process_time()
+    consumer.close(autocommit=False)
+    return {
+        "records": seen,
+        "seconds": last - first,
+        "events_per_s": seen / (last - first),
+        "events_per_cpu_s": seen / (cpu1 - cpu0),
+    }
+
+
+class _NullStore:
+    """Accepts every batch, keeps nothing; its open orders wait for the gate (the pair's start)."""
+
+    def __init__(self, gate: Path | None, name: str) -> None:
+        self._gate, self._name = gate, name
+        self.owned: Callable[[], Iterable[int]] = list
+
+    def write(self, events: Sequence[Any], findings: Sequence[Any], snapshots: Sequence[Any]) -> None:
+        pass
+
+    def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[Any], list[Any]]:
+        if self._gate is not None:
+            report_to = self._gate.parent / f"{self._name}.owned"
+            while not self._gate.exists():  # what this member owns now, until the parent says go
+                report_to.write_text(" ".join(map(str, sorted(self.owned()))))
+                time.sleep(0.05)
+        return [], []
+
+
+def _tracer(url: str, group: str, n: int, gate: Path | None, name: str) -> dict[str, Any]:
+    from tracer.bus import HOPS_TOPIC
+    from tracer.clock import PartitionClock, WallClock
+    from tracer.engine import Tracer
+    from tracer.journeys import load_journeys
+    from tracer.kafkabus import KafkaBus
+    from tracer.ownership import Ownership
+    from tracer.processor import Processor
+
+    journeys = load_journeys(ROOT / "examples" / "journeys.yaml")
+    wall = WallClock()
+    store = _NullStore(gate, name)
+    bus = KafkaBus(url, client_id=f"bench-{name}")
+    consumer = bus.consumer(HOPS_TOPIC, group, hold_new=True, **GROUP_SETTINGS)
+    ownership = Ownership(consumer, store)
+    store.owned = lambda: list(ownership.owned)
+    consumer.listener = ownership
+    proc = Processor(ownership, store, Tracer(journeys), PartitionClock(wall), [], max_records=POLL)
+    ownership.bind(proc)
+    findings = 0
+
+    def count(batch: list[Any]) -> None:
+        nonlocal findings
+        findings += len(batch)
+
+    proc.add_listener(count)
+    seen = 0
+    first = last = cpu0 = cpu1 = 0.0
+    idle_since = time.monotonic()
+    # Alone, read everything; in a pair, read until the group's share is done (idle for 3 s).
+    while seen < n and (gate is None or not seen or time.monotonic() - idle_since < 3):
+        got = proc.step()
+        if got:
+            if not first:
+                first, cpu0 = time.time(), time.process_time()
+            seen += got
+            last, cpu1 = time.time(), time.process_time()
+            idle_since = time.monotonic()
+    open_orders = len(proc.tracer)
+    consumer.close()
+    bus.close()
+    return {
+        "records": seen,
+        "first": first,
+        "last": last,
+        "seconds": last - first,
+        "events_per_s": seen / (last - first) if last > first else 0.0,
+        "events_per_cpu_s": seen / (cpu1 - cpu0) if cpu1 > cpu0 else 0.0,
+        "findings": findings,
+        "open_orders": open_orders,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.kafka")
+    parser.add_argument("mode", choices=["reference", "tracer"])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--gate", type=Path)
+    parser.add_argument("--name", default="t")
+    args = parser.parse_args(argv)
+    if args.mode == "reference":
+        report(_reference(args.url, args.group, args.events))
+    else:
+        report(_tracer(args.url, args.group, args.events, args.gate, args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The Kafka adapter against a real Kafka-compatible broker (Tansu on loopback): records placed by
+Kafka's partitioner with their headers, positions committed only forward by the caller, lag, and a
+group of two members splitting the partitions, new ones held until resumed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.support.tansu import GROUP_TIMEOUTS, Tansu, tansu  # noqa: F401  (the broker fixture)
+from tracer.bus import HOPS_PARTITIONS, HOPS_TOPIC, BusError, Message, Record, partition_for
+from tracer.kafkabus import KafkaBus, KafkaSource, bootstrap_servers
+
+
+@pytest.mark.parametrize("url", ["kafka://", "kafka://broker", "http://broker:9092", "kafka://b:1,c:99999"])
+def test_an_unusable_bus_url_is_refused_naming_it(url: str) -> None:
+    with pytest.raises(BusError, match="must be"):
+        bootstrap_servers(url)
+
+
+def test_several_brokers_may_be_given() -> None:
+    assert bootstrap_servers("kafka://k1:9092,k2:9093") == ["k1:9092", "k2:9093"]
+
+
+def poll_until(source: KafkaSource, done: Callable[[list[Record]], bool], timeout_s: float = 30) -> list[Record]:
+    got: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    while not done(got):
+        assert time.monotonic() < deadline, f"timed out with {len(got)} records"
+        got.extend(source.poll(500, 0.2))
+    return got
+
+
+def keep_polling(source: KafkaSource, stop: threading.Event) -> None:
+    while not stop.is_set():
+        source.poll(100, 0.1)
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.assigned: list[list[int]] = []
+        self.revoked: list[list[int]] = []
+
+    def on_assigned(self, partitions: list[int]) -> None:
+        self.assigned.append(partitions)
+
+    def on_revoked(self, partitions: list[int]) -> None:
+        self.revoked.append(partitions)
+
+
+@pytest.mark.integration
+def test_records_go_where_kafkas_partitioner_puts_them_and_come_back_with_their_headers(tansu: Tansu) -> None:  # noqa: F811
+    with KafkaBus(tansu.url) as bus:
+        bus.ensure_topics()
+        bus.ensure_topics()  # existing topics are left alone
+        assert bus.partitions(HOPS_TOPIC) == list(range(HOPS_PARTITIONS))
+        messages = [Message(f"order-{i}", b'{"i": %d}' % i, [("traceparent", b"00-x")]) for i in range(50)]
+        placed = bus.produce_batch(HOPS_TOPIC, messages)
+        assert [p for p, _ in placed] == [partition_for(m.key, HOPS_PARTITIONS) for m in messages]
+        source = bus.consumer(HOPS_TOPIC, "g-roundtrip", **GROUP_TIMEOUTS)
+        try:
+            records = poll_until(source, lambda got: len(got) >= 50)
+            by_key = {r.key: r for r in records}
+            assert by_key["order-7"].value == b'{"i": 7}'
+            assert by_key["order-7"].header("traceparent") == b"00-x"
+            assert (by_key["order-7"].partition, by_key["order-7"].offset) == placed[7]
+            poll_until(source, lambda _: all(v == 0 for v in source.lag().values()))
+            ends = {p: o + 1 for p, o in placed}
+            source.commit(ends)
+            assert source.committed() == ends
+        finally:
+            source.close()
+
+
+@pytest.mark.integration
+def test_a_second_member_takes_half_the_partitions_and_new_ones_wait_until_resumed(tansu: Tansu) -> None:  # noqa: F811
+    with KafkaBus(tansu.url) as bus:
+        bus.ensure_topics()
+        heard_a, heard_b = Heard(), Heard()
+        a = bus.consumer(HOPS_TOPIC, "g-split", listener=heard_a, hold_new=True, **GROUP_TIMEOUTS)
+        b = None
+        try:
+            poll_until(a, lambda _: bool(heard_a.assigned))
+            assert heard_a.assigned == [list(range(HOPS_PARTITIONS))]
+            bus.produce_batch(HOPS_TOPIC, [Message(f"held-{i}", b"{}") for i in range(20)])
+            assert poll_until(a, lambda _: True) == [] and a.held() == list(range(HOPS_PARTITIONS))
+            assert all(v >= 1 for v in a.lag().values())  # held partitions are behind
+            a.resume(list(range(HOPS_PARTITIONS)))
+            assert len(poll_until(a, lambda got: len(got) >= 20)) >= 20
+
+            b = bus.consumer(HOPS_TOPIC, "g-split", listener=heard_b, **GROUP_TIMEOUTS)
+            # Each member polls on its own thread, as separate processes would: a group join
+            # waits for every member, so members polled in turn by one thread keep it waiting.
+            settled = threading.Event()
+            polling = [threading.Thread(target=keep_polling, args=(member, settled), daemon=True) for member in (a, b)]
+            for thread in polling:
+                thread.start()
+            deadline = time.monotonic() + 40
+            while not (heard_b.assigned and heard_a.revoked) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            settled.set()
+            for thread in polling:
+                thread.join(5)
+            assert heard_b.assigned and heard_a.revoked, (heard_a.__dict__, heard_b.__dict__)
+            assert sorted(a.assignment() + b.assignment()) == list(range(HOPS_PARTITIONS))
+            assert len(a.assignment()) == len(b.assignment()) == HOPS_PARTITIONS // 2
+            assert heard_a.revoked == [b.assignment()]
+        finally:
+            a.close()
+            if b is not None:
+                b.close()

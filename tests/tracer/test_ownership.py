@@ -1,0 +1,188 @@
+"""Partition ownership over a fake consumer group: gained partitions wait until their open orders are
+rebuilt from the store, revoked ones are forgotten, and a rebuilt engine judges gained orders by
+their own partition's time, not by the clock the instance had reached."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from tests.tracer.conftest import CHECKOUT, PAYMENT, T0, S, web_order
+from tests.tracer.conftest import hop as hop_event
+from tracer.bus import KeyPartitioner, Message, RebalanceListener, Record
+from tracer.clock import ManualClock, PartitionClock
+from tracer.engine import Tracer
+from tracer.fakebus import MemoryBus
+from tracer.memstore import MemStore
+from tracer.model import MISSING
+from tracer.ownership import Ownership
+from tracer.processor import Processor
+
+TOPIC = "hops"
+PARTS = 2
+JOURNEYS = web_order()
+
+
+def order_in(partition: int, prefix: str) -> str:
+    part = KeyPartitioner(PARTS)
+    return next(f"{prefix}-{i}" for i in range(1000) if part(f"{prefix}-{i}") == partition)
+
+
+def event(order: str, hop: str, at: int) -> bytes:
+    return f'{{"order_id": "{order}", "hop": "{hop}", "ts": {T0 + at}}}'.encode()
+
+
+class FakeGroup:
+    """A group consumer of a MemoryBus topic whose assignment the test moves (``rebalance``)."""
+
+    def __init__(self, bus: MemoryBus) -> None:
+        self.bus = bus
+        self.listener: RebalanceListener | None = None
+        self.assigned: set[int] = set()
+        self.paused: set[int] = set()
+        self._told: set[int] = set()
+        self._next: dict[int, int] = {}
+
+    def rebalance(self, partitions: set[int]) -> None:
+        self.paused |= partitions - self.assigned  # held, as KafkaSource(hold_new=True) does
+        self.assigned = partitions
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        lost, gained = self._told - self.assigned, self.assigned - self._told
+        self._told = set(self.assigned)
+        committed = self.bus.committed(TOPIC, "g")
+        for p in gained:
+            self._next[p] = committed.get(p, 0)
+        assert self.listener is not None
+        if lost:
+            self.listener.on_revoked(sorted(lost))
+        if gained:
+            self.listener.on_assigned(sorted(gained))
+        out: list[Record] = []
+        for p in sorted(self.assigned - self.paused):
+            taken = self.bus.records(TOPIC, p)[self._next[p] : self._next[p] + max_records]
+            self._next[p] += len(taken)
+            out.extend(taken)
+        return out
+
+    def commit(self, positions: Mapping[int, int]) -> None:
+        self.bus.consumer(TOPIC, "g").commit({p: o for p, o in positions.items() if p in self.assigned})
+
+    def lag(self) -> dict[int, int]:
+        return {p: len(self.bus.records(TOPIC, p)) - self._next[p] for p in self._told}
+
+    def pause(self, partitions: Sequence[int]) -> None:
+        self.paused |= set(partitions) & self.assigned
+
+    def resume(self, partitions: Sequence[int]) -> None:
+        self.paused -= set(partitions)
+
+
+def make(wall: ManualClock) -> tuple[MemoryBus, FakeGroup, MemStore, Processor, Ownership]:
+    bus = MemoryBus({TOPIC: PARTS})
+    group = FakeGroup(bus)
+    store = MemStore()
+    ownership = Ownership(group, store)
+    group.listener = ownership
+    proc = Processor(ownership, store, Tracer(JOURNEYS), PartitionClock(wall, warmup_ms=0), [])
+    ownership.bind(proc)
+    return bus, group, store, proc, ownership
+
+
+def step_until_rebuilt(proc: Processor, ownership: Ownership) -> None:
+    deadline = time.monotonic() + 10
+    proc.step()  # hears of the new assignment
+    while ownership.rebuilding:
+        proc.step()
+        assert time.monotonic() < deadline, "the rebuild did not finish"
+        time.sleep(0.01)
+
+
+def test_gained_partitions_wait_for_their_open_orders_from_the_store_then_read_on() -> None:
+    wall = ManualClock(T0 + 5 * S)
+    bus, group, store, proc, ownership = make(wall)
+    mine = order_in(1, "o")
+    # Another instance owned partition 1: it stored the order and committed past its first hop.
+    other = Processor(bus.consumer(TOPIC, "g"), store, Tracer(JOURNEYS), PartitionClock(wall, warmup_ms=0), [0, 1])
+    bus.produce_batch(TOPIC, [Message(mine, event(mine, CHECKOUT, 0))])
+    other.step()
+    bus.produce_batch(TOPIC, [Message(mine, event(mine, PAYMENT, 2 * S))])  # not read by the other
+
+    group.rebalance({0, 1})
+    proc.step()  # told of the assignment; partitions held
+    assert group.paused == {0, 1} and proc.tracer.order(mine) is None and not proc.stats.ready
+    step_until_rebuilt(proc, ownership)
+    assert proc.partitions == [0, 1] and proc.stats.restored_orders == 1 and proc.stats.ready
+    assert group.paused == set()
+    proc.step()  # reads on from the committed position: the payment
+    state = proc.tracer.order(mine)
+    assert state is not None and state.seen == 0b11
+
+
+def test_revoked_partitions_are_forgotten_and_not_committed() -> None:
+    wall = ManualClock(T0)
+    bus, group, _, proc, ownership = make(wall)
+    keep, give = order_in(0, "k"), order_in(1, "g")
+    group.rebalance({0, 1})
+    step_until_rebuilt(proc, ownership)
+    bus.produce_batch(TOPIC, [Message(keep, event(keep, CHECKOUT, 0)), Message(give, event(give, CHECKOUT, 0))])
+    proc.step()
+    assert proc.tracer.order(give) is not None
+
+    group.rebalance({0})
+    proc.step()
+    assert proc.partitions == [0] and proc.tracer.order(give) is None and proc.tracer.order(keep) is not None
+    assert not ownership.rebuilding  # losing partitions needs no rebuild
+
+
+def test_a_taken_over_backlog_is_judged_by_its_own_time_not_the_clock_already_reached() -> None:
+    """The owner of partition 1 died right after an order's checkout; its payment came 2 s later and
+    waits in the backlog. This instance's clock is long past the payment deadline (30 s), from
+    partition 0. Taking partition 1 over must not report the payment missing."""
+    wall = ManualClock(T0)
+    bus, group, store, proc, ownership = make(wall)
+    late = order_in(1, "late")
+    other = Processor(bus.consumer(TOPIC, "g"), store, Tracer(JOURNEYS), PartitionClock(wall, warmup_ms=0), [0, 1])
+    bus.produce_batch(TOPIC, [Message(late, event(late, CHECKOUT, 0))])
+    other.step()
+    bus.produce_batch(TOPIC, [Message(late, event(late, PAYMENT, 2 * S))])
+
+    group.rebalance({0})
+    step_until_rebuilt(proc, ownership)
+    wall.advance(120 * S)  # partition 0 is caught up: our clock follows the wall, 2 minutes on
+    proc.step()
+    assert proc.clock.now() is not None and proc.clock.now() > T0 + 100 * S
+
+    group.rebalance({0, 1})
+    step_until_rebuilt(proc, ownership)
+    for _ in range(3):
+        proc.step()
+    found = store.findings(status="all", order_id=late)
+    assert [f for f in found if f.kind == MISSING and f.hop == PAYMENT] == []
+    state = proc.tracer.order(late)
+    assert state is not None and state.seen == 0b11
+
+
+def test_rewind_forgets_every_order_and_the_time_but_keeps_what_was_learned() -> None:
+    tracer = Tracer(JOURNEYS)
+    tracer.advance(T0 + 60 * S)
+    tracer.on_event(hop_event("a", CHECKOUT, 0), 0)
+    tracer.on_event(hop_event("b", CHECKOUT, 0), 1)
+    tracer.on_event(hop_event("b", PAYMENT, 2 * S), 1)
+    assert tracer.rewind() == 2
+    assert len(tracer) == 0 and tracer.stats.events == 3
+    tracer.advance(T0)  # time may start lower again
+    assert tracer.now == T0
+
+
+def test_a_restarted_clock_owns_only_its_new_partitions_and_waits_for_them() -> None:
+    wall = ManualClock(T0 + 10 * S)
+    clock = PartitionClock(wall, warmup_ms=0)
+    clock.assign([0])
+    clock.observe(0, T0 + 9 * S)
+    assert clock.now() == T0 + 9 * S
+    clock.restart([1, 2])
+    assert clock.now() is None  # neither new partition read yet
+    clock.observe(1, T0 + 2 * S)
+    clock.observe(2, T0 + 3 * S)
+    assert clock.now() == T0 + 2 * S  # lower than before the restart
