@@ -68,6 +68,9 @@ class WatchSettings:
     stalled_min_orders: int = 5  # an OrderStalled incident pages from this many orders
     failed_min_orders: int = 3  # a HopFailing incident too: a failure now and then is retried, not a problem
     schedule_check_ms: int = 10_000  # how often scheduled expectations are judged (store queries)
+    # Order-level incident alerts. Off in a Kafka tracer instance: it sees only the orders of its
+    # partitions, so the detectors role, reading every finding of an incident, alerts instead.
+    incident_alerts: bool = True
     lookup_url: str = ""
     dashboard_url: str = ""
 
@@ -232,6 +235,8 @@ class Watch:
             return out
         if self.schedules is not None:
             out.extend(self._schedule_alert(miss, now) for miss in self.schedules.open_misses())
+        if not self.settings.incident_alerts:
+            return out
         event_now = self._event_now(now)
         for inc in self.incidents.open_incidents():
             if inc.pipeline_suspect:

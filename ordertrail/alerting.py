@@ -78,13 +78,19 @@ def build_watch(
     *,
     store: DetectorStore | None = None,
     sinks: list[AlertSink] | None = None,
+    role: str = "run",
 ) -> Watch:
     """The in-process detectors of ``ordertrail run``: incidents, edges, pipeline health and, with
     a store to ask, the value of incident orders and scheduled expectations."""
     incidents = IncidentBook(IncidentSettings(window_ms=config.incident_window_ms), lookup_url=config.lookup_url)
-    edges = EdgeWatch(TracerEdges(tracer, lock), EdgeSettings())
-    health = PipelineHealth(ProcessorView(processor), wall, HealthSettings())
+    edges: EdgeWatch | None = EdgeWatch(TracerEdges(tracer, lock), EdgeSettings())
+    health: PipelineHealth | None = PipelineHealth(ProcessorView(processor), wall, HealthSettings())
     schedules = ScheduleWatch(tracer.journeys.schedules, store) if store is not None else None
+    if role == "detectors":
+        # Fed by the findings topic (every finding of an incident, whichever tracer raised it):
+        # incidents and their alerts. Edges, pipeline health and schedules need a tracer's state
+        # and clock; the tracer instances judge those (identical label sets: Alertmanager dedupes).
+        edges = health = schedules = None
     return Watch(
         incidents,
         Dispatcher(sinks if sinks is not None else sinks_of(config)),
@@ -94,6 +100,9 @@ def build_watch(
         amounts=store,
         schedules=schedules,
         settings=WatchSettings(
-            resend_ms=config.alert_resend_ms, lookup_url=config.lookup_url, dashboard_url=config.dashboard_url
+            resend_ms=config.alert_resend_ms,
+            lookup_url=config.lookup_url,
+            dashboard_url=config.dashboard_url,
+            incident_alerts=role != "tracer",
         ),
     )

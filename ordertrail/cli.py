@@ -73,6 +73,12 @@ COMMANDS: Final = (
     ),
     Command("lookup-server", "the lookup role: API and page over the store", roles.add_arguments, roles.lookup_main),
     Command(
+        "detectors",
+        "the detectors role on Kafka: findings topic → incidents → one alert per incident",
+        roles.add_arguments,
+        roles.detectors_main,
+    ),
+    Command(
         "lookup",
         "look up one order: what happened and what to tell the customer",
         lookup_cli.add_arguments,

@@ -68,6 +68,7 @@ class Pipeline:
         sink: Sink | None = None,
         headers: Callable[[HopEvent], Headers] | None = None,
         topic_partitions: int | None = None,
+        role: str = "run",
     ) -> None:
         self.config = config
         self.journeys = journeys
@@ -97,8 +98,9 @@ class Pipeline:
             partitioner=KeyPartitioner(topic_partitions or max(len(partitions), 1)),
             forward=self._forward,
         )
+        self.role = role
         self.watch = build_watch(
-            config, self.processor, self.tracer, self.processor.lock, wall, store=store, sinks=sinks
+            config, self.processor, self.tracer, self.processor.lock, wall, store=store, sinks=sinks, role=role
         )
         self.processor.add_listener(self.watch.on_findings)
         if not self._tracing:
@@ -126,6 +128,8 @@ class Pipeline:
         if self._store is not None:
             self._restore_incidents()
             threading.Thread(target=self._warm_lookup_context, name="lookup-warmup", daemon=True).start()
+        if self.role == "detectors":
+            self.watch.start()  # fed by the findings topic (ordertrail.roles)
         if not self._tracing:
             return
         self._thread = threading.Thread(target=self.processor.run, args=(self._stop,), name="tracer", daemon=True)

@@ -5,15 +5,21 @@ each scales on its own:
     ordertrail ingest         HTTP ingest (POST /v1/events) → the hops topic
     ordertrail tracer         hops topic → tracer → store; findings → the findings topic
     ordertrail lookup-server  the lookup API and page over the store
+    ordertrail detectors      findings topic → incidents → alerts (one alert per incident)
 
 Every role serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``--listen``. Tracer instances
 share the consumer group ``--group``: each owns some partitions of the hops topic and their open
-orders (``tracer.ownership``); kill one and the others take its partitions over.
+orders (``tracer.ownership``); kill one and the others take its partitions over. A tracer
+instance alerts on what its own state shows (edges, pipeline health, schedules: the same label
+sets from every instance, which Alertmanager merges); order-level incidents are alerted by the
+detectors role, which reads every finding of an incident from the findings topic (keyed by
+incident) whichever tracer raised it. Detectors instances share the group ``<group>-detectors``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
@@ -32,7 +38,9 @@ if TYPE_CHECKING:  # the rest is imported when a role starts: the CLI stays quic
     from tracer.kafkabus import KafkaBus
     from tracer.processor import FindingListener
 
-Role = Literal["run", "ingest", "tracer", "lookup"]
+log = logging.getLogger("ordertrail.roles")
+
+Role = Literal["run", "ingest", "tracer", "lookup", "detectors"]
 
 _PROBES: Final = {"/metrics", "/healthz", "/readyz", "/openapi.json"}
 _INGEST: Final = {"/v1/events", "/v1/traces"}
@@ -41,6 +49,7 @@ ROUTES: Final[dict[str, set[str] | None]] = {
     "ingest": _INGEST | _PROBES,
     "tracer": _PROBES,
     "lookup": {"/v1/orders/{order_id:path}", "/v1/orders", "/v1/findings", "/v1/incidents", "/"} | _PROBES,
+    "detectors": {"/v1/incidents"} | _PROBES,
 }
 
 
@@ -68,7 +77,7 @@ def open_role(
     from tracer.clickhouse import Store
     from tracer.clock import WallClock
 
-    if role in ("ingest", "tracer") and not config.kafka:
+    if role in ("ingest", "tracer", "detectors") and not config.kafka:
         raise ConfigError(f"--bus: the {role} role runs on Kafka; give --bus kafka://host:port")
     wall = WallClock()
     with ExitStack() as stack:
@@ -91,9 +100,11 @@ def open_role(
             yield Pipeline(
                 config, journeys, producer=None, source=None, store=store, wall=wall, partitions=[], sinks=sinks
             )
+        elif role == "detectors":
+            yield stack.enter_context(_detecting(_Parts(config, journeys, store, wall, listeners, sinks, role)))
         else:
             tracing = _kafka_tracing if config.kafka else _local_tracing
-            yield stack.enter_context(tracing(_Parts(config, journeys, store, wall, listeners, sinks)))
+            yield stack.enter_context(tracing(_Parts(config, journeys, store, wall, listeners, sinks, role)))
 
 
 class _Parts(NamedTuple):
@@ -105,11 +116,12 @@ class _Parts(NamedTuple):
     wall: WallClock
     listeners: tuple[FindingListener, ...]
     sinks: list[AlertSink] | None
+    role: Role
 
 
 @contextmanager
 def _local_tracing(parts: _Parts) -> Iterator[Pipeline]:
-    config, journeys, store, wall, listeners, sinks = parts
+    config, journeys, store, wall, listeners, sinks, _ = parts
     from ordertrail.pipeline import Pipeline
     from tracer.bus import HOPS_TOPIC, DeadLetters
     from tracer.localbus import LocalBus
@@ -148,7 +160,7 @@ def _kafka_bus(config: RunConfig) -> Iterator[KafkaBus]:
 def _kafka_tracing(parts: _Parts) -> Iterator[Pipeline]:
     """The tracer over Kafka: a group consumer whose new partitions wait while their open orders
     are rebuilt (``tracer.ownership``), findings published before each store write."""
-    config, journeys, store, wall, listeners, sinks = parts
+    config, journeys, store, wall, listeners, sinks, role = parts
     from ordertrail.pipeline import Pipeline, trace_headers
     from tracer.bus import HOPS_TOPIC, DeadLetters
     from tracer.findings_topic import PublishingSink
@@ -181,10 +193,60 @@ def _kafka_tracing(parts: _Parts) -> Iterator[Pipeline]:
                 sinks=sinks,
                 headers=trace_headers,
                 topic_partitions=len(bus.partitions(HOPS_TOPIC)),
+                role=role,
             )
             ownership.bind(pipeline.processor)
             yield pipeline
         finally:
+            consumer.close()
+
+
+@contextmanager
+def _detecting(parts: _Parts) -> Iterator[Pipeline]:
+    """The detectors over Kafka: the findings topic → incidents → alerts, positions committed
+    after the findings were folded in (incidents are rebuilt from the store's open findings on
+    start, so a restart loses none)."""
+    import threading
+
+    from ordertrail.pipeline import Pipeline
+    from tracer.bus import FINDINGS_TOPIC
+    from tracer.findings_topic import FindingsFeed
+
+    config, journeys, store, wall, _, sinks, _ = parts
+    with _kafka_bus(config) as bus:
+        consumer = bus.consumer(
+            FINDINGS_TOPIC,
+            f"{config.group}-detectors",
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=max(100, config.session_timeout_ms // 6),
+            max_poll_interval_ms=config.max_poll_interval_ms,
+        )
+        pipeline = Pipeline(
+            config, journeys, producer=None, source=None, store=store, wall=wall, partitions=[], sinks=sinks,
+            role="detectors",
+        )  # fmt: skip
+        feed = FindingsFeed(consumer)
+        stop = threading.Event()
+
+        def run_feed() -> None:
+            while not stop.is_set():
+                try:
+                    findings = feed.poll()
+                    if findings:
+                        pipeline.watch.on_findings(findings)
+                    feed.commit()
+                except Exception:  # keep consuming: a broker hiccup must not end the detectors
+                    log.exception("findings feed failed; retrying")
+                    stop.wait(1.0)
+
+        thread = threading.Thread(target=run_feed, name="findings-feed", daemon=True)
+        thread.start()
+        try:
+            yield pipeline
+        finally:
+            stop.set()
+            consumer.wakeup()
+            thread.join(10)
             consumer.close()
 
 
@@ -205,3 +267,7 @@ def tracer_main(args: argparse.Namespace) -> int:
 
 def lookup_main(args: argparse.Namespace) -> int:
     return run.main(args, role="lookup")
+
+
+def detectors_main(args: argparse.Namespace) -> int:
+    return run.main(args, role="detectors")

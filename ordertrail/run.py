@@ -45,6 +45,7 @@ _SERVING: dict[str, str] = {
     "ingest": "POST /v1/events to the hops topic, /metrics",
     "tracer": "/metrics, /healthz, /readyz",
     "lookup": "lookup page, API, /metrics",
+    "detectors": "findings topic → incidents → alerts; /v1/incidents, /metrics",
 }
 
 

