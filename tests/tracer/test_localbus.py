@@ -247,6 +247,8 @@ def run_writer_and_kill(root: Path, seq: int, tear_after: int, delay: float) -> 
         while (line := child.stdout.readline()) not in (b"tearing\n", b""):
             lines.append(line)
     else:
+        for _ in range(10):  # some acknowledged batches first, however loaded the machine is
+            lines.append(child.stdout.readline())
         time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate(timeout=30)
