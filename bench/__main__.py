@@ -1,5 +1,9 @@
-"""``python -m bench [--quick] [--only NAME ...] [--out PATH] [--keep]``: run the benchmarks and
-write the report (docs/benchmarks.md for a full run of everything).
+"""``python -m bench [--quick] [--only NAME ...] [--update] [--out PATH] [--keep]``: run the
+benchmarks and write the report (docs/benchmarks.md for a full run of everything).
+
+``--only NAME ... --update`` re-measures some benchmarks at full scale and replaces just their rows
+and sections in docs/benchmarks.md, keeping the others; the report's header then lists which
+benchmarks were measured when, at which commit, so a mixed report never passes for one run.
 
 The registry ``BENCHES`` lists every benchmark: a name (for ``--only``), the issue whose targets it
 shows, a title, and a function ``(Context) -> Section`` that measures ordertrail next to its
@@ -109,7 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     chosen = [b for b in BENCHES if not names or b.name in names]
     scale = QUICK if args.quick else FULL
-    out: Path = args.out or (DEFAULT_OUT if not (args.quick or names) else WORK / "benchmarks.md")
+    if args.update and (args.quick or not names):
+        print("--update: needs --only NAME ... and the full scale (not --quick)", file=sys.stderr)
+        return 2
+    published = args.out or DEFAULT_OUT
+    if args.update and not published.exists():
+        print(f"--update: {published} does not exist; run every benchmark first", file=sys.stderr)
+        return 2
+    out: Path = args.out or (DEFAULT_OUT if args.update or not (args.quick or names) else WORK / "benchmarks.md")
     WORK.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
     try:
@@ -120,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(run))
+    out.write_text(update(published.read_text(), run) if args.update else render(run))
     print(f"wrote {out}", file=sys.stderr)
     return 1 if any(o.error for o in run.outcomes) else 0
 
@@ -191,6 +202,61 @@ def render(run: Run) -> str:
         lines.append(f"- Took {o.seconds:.0f} s; 1-minute load average {o.load[0]:.2f} before, {o.load[1]:.2f} after.")
     lines.append("")
     return "\n".join(lines)
+
+
+def update(published: str, run: Run) -> str:
+    """``published`` (a report of ``render``) with the summary rows and sections of ``run``'s
+    benchmarks replaced by ``run``'s, and a header line saying what was re-measured when."""
+    fresh = render(run).split("\n")
+    names = [o.bench.name for o in run.outcomes]
+
+    def ours(line: str) -> bool:
+        return any(line.startswith(f"| {n} | ") for n in names)
+
+    lines = published.split("\n")
+    summary = [line for line in fresh if ours(line)]
+    # New summary rows go where the old ones were, else after the summary's last row.
+    first = next((i for i, line in enumerate(lines) if ours(line)), None)
+    if first is None:
+        top = lines.index("## Summary")
+        first = next(i for i in range(top + 3, len(lines)) if not lines[i].startswith("| "))
+    lines = [x for x in lines[:first] if not ours(x)] + summary + [x for x in lines[first:] if not ours(x)]
+    # An older re-measure line whose benchmarks are all measured again now is superseded.
+    lines = [x for x in lines if not (x.startswith("| re-measured | ") and _stamped(x) <= set(names))]
+    for name in names:
+        lines = _replace_section(lines, name, _section(fresh, name))
+    stamp = (
+        f"| re-measured | {', '.join(names)} on {run.started:%Y-%m-%d %H:%M} UTC at {_commit()}, "
+        f"{run.seconds:.0f} s, load {_load(run.load_before)} → {_load(run.load_after)} "
+        "(`--update`: the other sections are from the run above) |"
+    )
+    end = next(i for i, line in enumerate(lines) if line == "## Summary") - 1
+    while end > 0 and not lines[end - 1].startswith("| "):
+        end -= 1
+    lines.insert(end, stamp)
+    return "\n".join(lines)
+
+
+def _stamped(line: str) -> set[str]:
+    return set(line.removeprefix("| re-measured | ").split(" on ", 1)[0].split(", "))
+
+
+def _section(lines: list[str], name: str) -> list[str]:
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"## {name} — "))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    block = lines[start:end]
+    while block and not block[-1]:
+        block.pop()
+    return block
+
+
+def _replace_section(lines: list[str], name: str, block: list[str]) -> list[str]:
+    try:
+        old = _section(lines, name)
+    except StopIteration:
+        return [*lines[: len(lines) - (not lines[-1])], "", *block, ""]
+    start = lines.index(old[0])
+    return lines[:start] + block + lines[start + len(old) :]
 
 
 def _cells(row: Row) -> str:
@@ -301,6 +367,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"where to write the report (default: {DEFAULT_OUT.relative_to(ROOT)} for a full run of everything, "
         f"else {(WORK / 'benchmarks.md').relative_to(ROOT)} so partial numbers never replace the published ones)",
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help=f"with --only at full scale: replace those benchmarks' rows and sections in "
+        f"{DEFAULT_OUT.relative_to(ROOT)} (or --out), keeping the others",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (inputs, databases)")
     return parser

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from bench import TOY, Context, Row, Section, Target, workload
-from bench.__main__ import BENCHES, Bench, Outcome, Run, main, render
+from bench.__main__ import BENCHES, Bench, Outcome, Run, main, render, update
 from tracer.events import decode_line
 
 SPEC = workload.Spec(400)
@@ -117,3 +117,28 @@ def test_the_report_shows_numbers_references_ratios_and_results() -> None:
 def test_an_unknown_benchmark_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--only", "nonesuch"]) == 2
     assert "nonesuch" in capsys.readouterr().err
+
+
+def test_update_replaces_only_the_remeasured_benchmarks() -> None:
+    def outcome(name: str, value: float, note: str) -> Outcome:
+        bench = Bench(name, 2, f"The {name}", lambda ctx: Section(""))
+        return Outcome(bench, Section("a loop", [Row("speed", value, "events/s", 100)], [note]), 1.0, (0.5, 0.6))
+
+    first = Run(TOY, datetime(2026, 11, 22, tzinfo=UTC), (0.5, 0.4, 0.3))
+    first.outcomes += [outcome("a", 10, "old a"), outcome("b", 20, "old b"), outcome("c", 30, "old c")]
+    again = Run(TOY, datetime(2026, 11, 28, 13, 0, tzinfo=UTC), (0.5, 0.4, 0.3))
+    again.outcomes.append(outcome("b", 25, "new b"))
+    text = update(update(render(first), again), again)
+    assert "| b | speed | 25 events/s |" in text and "| b | speed | 20 events/s |" not in text
+    assert "new b" in text and "old b" not in text and "old a" in text and "old c" in text
+    summary = [line.split(" | ")[0] for line in text.split("\n") if line[:4] in ("| a ", "| b ", "| c ")]
+    assert summary == ["| a", "| b", "| c"]  # the summary keeps its order
+    assert text.index("## a — ") < text.index("## b — ") < text.index("## c — ")
+    assert text.count("| re-measured | b on 2026-11-28 13:00 UTC") == 1  # a second update supersedes the first
+    assert text.index("| re-measured |") < text.index("## Summary")
+
+
+def test_update_needs_a_partial_full_scale_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--update"]) == 2
+    assert main(["--update", "--quick", "--only", "throughput"]) == 2
+    assert "--update" in capsys.readouterr().err
