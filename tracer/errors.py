@@ -41,6 +41,13 @@ class StoreError(TracerError):
     """The store could not be reached or refused a write or a query."""
 
 
+def unknown_keys(at: str, spec: object, allowed: tuple[str, ...], noun: str = "field") -> list[str]:
+    """One problem per key of the mapping ``spec`` that is not ``allowed``, each saying where it is,
+    the key and what is allowed: the shared wording of every config parser (journeys, taps)."""
+    keys = spec if isinstance(spec, dict) else {}
+    return [f"{at}: {noun} {key!r} is not known; allowed: {', '.join(allowed)}" for key in keys if key not in allowed]
+
+
 class _Absent:
     def __repr__(self) -> str:
         return "<absent>"

@@ -15,7 +15,7 @@ from typing import Final
 
 import yaml
 
-from tracer.errors import JourneysError
+from tracer.errors import JourneysError, unknown_keys
 from tracer.events import HOP_RE, HOP_RULE
 from tracer.schedules import Schedule, parse_schedules
 from tracer.times import DURATION_HELP, parse_duration
@@ -158,9 +158,7 @@ def parse_journeys(text: str, source: str = "<journeys>") -> Journeys:
     problems: list[str] = []
     if not isinstance(doc, dict) or not isinstance(doc.get("journeys"), dict) or not doc["journeys"]:
         raise JourneysError([f"{source}: must be a mapping with a non-empty 'journeys:' mapping at the top"])
-    for key in doc:
-        if key not in _TOP_KEYS:
-            problems.append(f"{source}: top-level key {key!r} is not known; allowed: {', '.join(_TOP_KEYS)}")
+    problems += unknown_keys(source, doc, _TOP_KEYS, "top-level key")
     learning = _learning(doc.get("stall_learning"), source, problems)
     journeys: dict[str, Journey] = {}
     for name, spec in doc["journeys"].items():
@@ -237,9 +235,7 @@ def _journey(name: str, spec: object, source: str, problems: list[str]) -> Journ
         problems.append(f"{at}: must be a mapping with 'start', 'steps' and 'complete'")
         return None
     before = len(problems)
-    for key in spec:
-        if key not in _JOURNEY_KEYS:
-            problems.append(f"{at}: field {key!r} is not known; allowed: {', '.join(_JOURNEY_KEYS)}")
+    problems += unknown_keys(at, spec, _JOURNEY_KEYS)
     start = spec.get("start")
     if start is None:
         problems.append(f"{at}, field 'start': is required (the hop that opens an order of this journey)")
@@ -326,9 +322,7 @@ def _keys(
                 f"{where}: must be a mapping like {{steps: [payment.authorized], linked_by: [payment.requested]}}"
             )
             continue
-        for field_name in raw:
-            if field_name not in _KEY_KEYS:
-                problems.append(f"{where}: field {field_name!r} is not known; allowed: {', '.join(_KEY_KEYS)}")
+        problems += unknown_keys(where, raw, _KEY_KEYS)
         steps = _hop_list(raw.get("steps"), f"{where}, field 'steps'", hops, problems, required=True)
         linked_by = _hop_list(raw.get("linked_by"), f"{where}, field 'linked_by'", hops, problems, required=False)
         if start in steps:
@@ -391,9 +385,7 @@ def _step(hop: str, spec: object, at: str, problems: list[str]) -> dict[str, obj
         problems.append(f"{at}: must be a mapping like {{after: checkout.placed, within: 30s}}")
         return None
     before = len(problems)
-    for key in spec:
-        if key not in _STEP_KEYS:
-            problems.append(f"{at}: field {key!r} is not known; allowed: {', '.join(_STEP_KEYS)}")
+    problems += unknown_keys(at, spec, _STEP_KEYS)
     out: dict[str, object] = {}
     after = spec.get("after")
     if after is None:
@@ -463,9 +455,7 @@ def _learning(spec: object, source: str, problems: list[str]) -> StallLearning:
     if not isinstance(spec, dict):
         problems.append(f"{at}: must be a mapping with {', '.join(_LEARNING_KEYS)}")
         return StallLearning()
-    for key in spec:
-        if key not in _LEARNING_KEYS:
-            problems.append(f"{at}: field {key!r} is not known; allowed: {', '.join(_LEARNING_KEYS)}")
+    problems += unknown_keys(at, spec, _LEARNING_KEYS)
     default = StallLearning()
     pct = spec.get("percentile", default.percentile)
     if isinstance(pct, bool) or not isinstance(pct, int | float) or not 50 <= pct < 100:

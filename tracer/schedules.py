@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tracer.errors import unknown_keys
 from tracer.events import HOP_RE, HOP_RULE
 from tracer.times import DURATION_HELP, parse_duration
 
@@ -223,9 +224,7 @@ def _schedule(name: str, spec: object, at: str, problems: list[str]) -> Schedule
         problems.append(f"{at}: must be a mapping like {{hop: statement.sent, due: '0 6 1 * *'}}")
         return None
     before = len(problems)
-    for key in spec:
-        if key not in SCHEDULE_KEYS:
-            problems.append(f"{at}: field {key!r} is not known; allowed: {', '.join(SCHEDULE_KEYS)}")
+    problems += unknown_keys(at, spec, SCHEDULE_KEYS)
     hop = spec.get("hop")
     if hop is None:
         problems.append(f"{at}, field 'hop': is required (the hop that proves the transaction happened)")

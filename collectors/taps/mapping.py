@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from tracer.errors import ABSENT, EventError, TracerError
+from tracer.errors import ABSENT, EventError, TracerError, unknown_keys
 from tracer.events import validate
 from tracer.model import (
     CUSTOMER_ID,
@@ -166,9 +166,7 @@ def parse_mapping(text: str, source: str = "<mapping>") -> Mapping:
     if not isinstance(doc, dict):
         raise MappingError([f"{source}: must be a mapping of hop event fields, e.g. 'order_id: order.id'"])
     problems: list[str] = []
-    for key in doc:
-        if key not in _TOP_KEYS:
-            problems.append(f"{source}: field {key!r} is not known; allowed: {', '.join(_TOP_KEYS)}")
+    problems += unknown_keys(source, doc, _TOP_KEYS)
     for required in (ORDER_ID, HOP, TS):
         if required not in doc:
             problems.append(f"{source}: field {required!r} is required (where the {required} comes from)")
@@ -192,10 +190,7 @@ def _field(name: str, spec: object, at: str, problems: list[str]) -> FieldSpec |
         problems.append(f"{at}: {spec!r} must be a path (e.g. order.id) or a mapping with 'field' or 'value'")
         return None
     before = len(problems)
-    for key in spec:
-        if key not in _SPEC_KEYS or (key in ("format", "tz") and name != TS):
-            allowed = _SPEC_KEYS if name == TS else _SPEC_KEYS[:5]
-            problems.append(f"{at}: key {key!r} is not known; allowed: {', '.join(allowed)}")
+    problems += unknown_keys(at, spec, _SPEC_KEYS if name == TS else _SPEC_KEYS[:5], "key")  # format, tz: ts only
     has_field, has_value = "field" in spec, "value" in spec
     if has_field == has_value:
         problems.append(f"{at}: give exactly one of 'field' (a path into the record) or 'value' (a fixed value)")
