@@ -259,9 +259,10 @@ class Pipeline:
         j = self.journeys.journeys.get(journey)
         if j is None or hop not in j.index:
             return None
-        with self.processor.lock:
-            edge = self.tracer.edge(journey, hop)
-            samples = edge.recent() if edge is not None else []
+        # No processor lock: a lookup must not wait for a batch. The edges are fixed at start and
+        # recent() is one list slice, atomic under the GIL; a sample written meanwhile is harmless.
+        edge = self.tracer.edge(journey, hop)
+        samples = edge.recent() if edge is not None else []
         if len(samples) < 10:
             return None
         samples.sort()
