@@ -175,8 +175,10 @@ class PipelineCollector(Collector):
         labels: MetricLabels | None = None,
         hops: HopCounts | None = None,
         waiting: Throttled | None = None,
+        tracing: bool = True,
     ):
         self._processor = processor
+        self._tracing = tracing  # a role without a tracer exports no tracer series (no NoEvents alert)
         self._ingest = ingest
         self._extra = extra
         self._labels = labels if labels is not None else MetricLabels(processor.tracer.journeys)
@@ -202,6 +204,11 @@ class PipelineCollector(Collector):
         ingest.add_metric(["rejected"], self._ingest.rejected)
         ingest.add_metric(["unavailable"], self._ingest.unavailable)
         yield ingest
+        if not self._tracing:
+            yield self._ready()
+            if self._extra is not None:
+                yield from self._extra()
+            return
         if self._hops is not None:
             hops = CounterMetricFamily(
                 "ordertrail_hop_events",
@@ -259,9 +266,7 @@ class PipelineCollector(Collector):
             "How far the tracer's clock trails wall time",
             value=p.stats.lag_ms / 1000,
         )
-        yield GaugeMetricFamily(
-            "ordertrail_ready", "1 once open orders are restored and the pipeline runs", value=1 if p.stats.ready else 0
-        )
+        yield self._ready()
         if p.stitcher is not None:
             st = p.stitcher.stats
             stitched = CounterMetricFamily(
@@ -278,6 +283,12 @@ class PipelineCollector(Collector):
             )
         if self._extra is not None:
             yield from self._extra()
+
+    def _ready(self) -> GaugeMetricFamily:
+        ready = 1 if self._processor.stats.ready else 0
+        return GaugeMetricFamily(
+            "ordertrail_ready", "1 once open orders are restored and the pipeline runs", value=ready
+        )
 
     def _waiting_family(self, describing: bool) -> GaugeMetricFamily:
         waiting = GaugeMetricFamily(

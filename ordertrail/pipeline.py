@@ -106,7 +106,9 @@ class Pipeline:
         if not self._tracing:
             self.processor.stats.ready = True  # nothing to restore: lookups over the store
         self.ingest_stats = IngestStats()
-        self.registry.register(PipelineCollector(self.processor, self.ingest_stats, labels=labels, hops=sink.hops))
+        self.registry.register(
+            PipelineCollector(self.processor, self.ingest_stats, labels=labels, hops=sink.hops, tracing=self._tracing)
+        )
         self.otlp_stats = OtlpStats()  # the /v1/traces route counts into it
         self.registry.register(OtlpCollector(self.otlp_stats))
         self.registry.register(DetectorCollector(self.watch))

@@ -216,3 +216,14 @@ def test_every_metric_is_documented(rig: Rig) -> None:
             continue
         name = family.name + "_total" if family.type == "counter" else family.name
         assert f"| `{name}` |" in docs, f"{name} is not in docs/dashboards.md's table of metrics"
+
+
+def test_a_role_without_a_tracer_exports_no_tracer_series() -> None:
+    """Else ``OrdertrailNoEvents`` (no events processed while ready) fires for every ingest,
+    lookup-server and detectors instance after 15 minutes."""
+    rig = Rig()
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(PipelineCollector(rig.processor, rig.ingest, tracing=False))
+    names = {family.name for family in text_string_to_metric_families(render(registry).decode())}
+    assert "ordertrail_ingest_events" in names and "ordertrail_ready" in names
+    assert not names & {"ordertrail_events_processed", "ordertrail_open_orders", "ordertrail_pipeline_lag_seconds"}
