@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ordertrail.pipeline import Pipeline
     from ordertrail.roles import Role
 from tracer.errors import JourneysError, TracerError
-from tracer.processor import FindingListener
+from tracer.processor import FindingListener, tune_gc
 
 log = logging.getLogger("ordertrail.run")
 
@@ -58,6 +58,8 @@ def main(args: argparse.Namespace, *, role: Role = "run") -> int:
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    if role in ("run", "tracer"):
+        tune_gc()  # this process streams records through a processor
     try:
         with running(config, role=role) as (_, server):
             log.info("ordertrail %s is serving on %s (%s)", role, config.lookup_url, _SERVING[role])

@@ -289,23 +289,24 @@ class KafkaSource:
             raise BusError(f"reading {self.topic} from Kafka failed: {exc}") from exc
         self._tell_listener()
         out: list[Record] = []
-        owned = self._owned
+        owned, topic = self._owned, self.topic
         for tp, records in batches.items():
             p = tp.partition
             if p not in owned or not records:
                 continue
-            for r in records:
-                out.append(
-                    Record(
-                        self.topic,
-                        p,
-                        r.offset,
-                        r.timestamp,
-                        r.key.decode(errors="replace") if r.key is not None else "",
-                        r.value if r.value is not None else b"",
-                        r.headers or (),
-                    )
+            # One Record per record, nothing else per record: the headers are kafka-python's list.
+            out += [
+                Record(
+                    topic,
+                    p,
+                    r.offset,
+                    r.timestamp,
+                    "" if r.key is None else r.key.decode(errors="replace"),
+                    b"" if r.value is None else r.value,
+                    r.headers or (),
                 )
+                for r in records
+            ]
             self._positions[p] = records[-1].offset + 1
         return out
 

@@ -24,12 +24,13 @@ This module knows the consumer and the store only through the small protocols be
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import msgspec
 
@@ -43,6 +44,24 @@ from tracer.stitch import KeyLink, Stitcher, Waiting
 
 log = logging.getLogger("ordertrail.processor")
 _WIRE = msgspec.json.Encoder().encode
+
+# Allocations between young collections (Python's default is 700), then its default ratios.
+GC_THRESHOLDS: Final = (50_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Run Python's cycle collector rarely, as suits a process whose processor streams records.
+
+    A batch of 5000 records allocates tens of thousands of containers (the Kafka client's
+    records, the engine's per-order lists) while the engine keeps every open order in memory. At
+    the default threshold the collector runs every few hundred records, promotes the open orders
+    and keeps scanning them again, finding nothing to free (they hold no cycles; reference
+    counting frees the rest at once): 1.5 µs an event at 60k events, 3.7 µs at 300k, growing
+    with the heap (``bench.kafka``). Process-wide, so the composition root calls it, for the
+    processes that run a processor; a threshold already higher is kept."""
+    young, *_ = gc.get_threshold()
+    if young < GC_THRESHOLDS[0]:
+        gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Source(Protocol):
@@ -194,19 +213,21 @@ class Processor:
         tracer, clock, stitcher = self.tracer, self.clock, self.stitcher
         stitched: _StitchChanges | None = None
         with self.lock:
-            if records:
-                # A partition with records to read is not caught up, whatever the last cycle found:
-                # after a pause, wall time must not move the clock before its backlog is read.
-                for p in {rec.partition for rec in records}:
-                    clock.set_caught_up(p, False)
-            for n, rec in enumerate(records, 1):
+            for rec in records:
                 positions[rec.partition] = rec.offset + 1
+            # A partition with records to read is not caught up, whatever the last cycle found:
+            # after a pause, wall time must not move the clock before its backlog is read.
+            for p in positions:
+                clock.set_caught_up(p, False)
+            # The per-record loop is the hot path: its callables are looked up once per batch.
+            observe, on_event, keep, every = clock.observe, tracer.on_event, events.append, self._advance_every
+            for n, rec in enumerate(records, 1):
                 try:
                     ev = decode_line(rec.value)
                 except EventError as exc:
                     rejected.append((rec, str(exc)))
                     continue
-                partition = rec.partition
+                read_from = partition = rec.partition
                 if stitcher is not None:
                     moved = stitcher.stitch(ev, partition, rec.offset)
                     if moved is not ev:
@@ -216,11 +237,11 @@ class Processor:
                         if partition not in self._owned and self._forward is not None:
                             self._forwarding.append(ev)
                             continue
-                clock.observe(rec.partition, ev.ts)
-                if n % self._advance_every == 0:
+                observe(read_from, ev.ts)
+                if n % every == 0:
                     self._advance()
-                tracer.on_event(ev, partition)
-                events.append(ev)
+                on_event(ev, partition)
+                keep(ev)
             self._update_caught_up()
             if stitcher is not None:
                 stitched = self._stitch_cycle(stitcher, events, rejected)
