@@ -13,6 +13,8 @@ beginning, in its own interpreter:
   garbage collector is set as ``ordertrail tracer`` sets it (``tracer.processor.tune_gc``);
 * both are timed from the return of the first poll that yields records (before anything of that
   batch is processed) to the end of the last batch, every record counted;
+* the same tracer loop with the engine stubbed out (``_NoEngine``: takes every event, finds
+  nothing), so what the engine costs and what the loop around it costs are told apart;
 * two tracer processes in one group against one: each holds its first restore until both own
   their partitions, so the clock starts with the group settled; throughput is all events over the
   span from the first record either read to the last.
@@ -55,20 +57,23 @@ def kafka(ctx: Context) -> Section:
     with start_tansu(ctx.scratch("tansu")) as broker:
         n = _fill(broker.url, path)
         ctx.log(f"  {n:,} events in the hops topic of {broker.url}")
-        runs: dict[str, list[dict[str, Any]]] = {"reference": [], "tracer": [], "pair": []}
+        runs: dict[str, list[dict[str, Any]]] = {"reference": [], "tracer": [], "loop": [], "pair": []}
         for _ in range(ctx.scale.repeats):
             runs["reference"].append(_child(broker.url, "reference", n))
             runs["tracer"].append(_child(broker.url, "tracer", n))
+            runs["loop"].append(_child(broker.url, "loop", n))
         runs["pair"].append(_pair(ctx, broker.url, n))
     best = {k: max(v, key=lambda r: r["events_per_s"]) for k, v in runs.items()}
-    ref, one, two = best["reference"], best["tracer"], best["pair"]
+    ref, one, loop, two = best["reference"], best["tracer"], best["loop"], best["pair"]
     for name, r in best.items():
         ctx.log(f"  {name}: {r['events_per_s']:,.0f} events/s")
     ref_cpu = max(r["events_per_cpu_s"] for r in runs["reference"])
     one_cpu = max(r["events_per_cpu_s"] for r in runs["tracer"])
+    loop_cpu = max(r["events_per_cpu_s"] for r in runs["loop"])
     section.rows += [
         Row(f"kafka-python reference loop, {n:,} events", ref["events_per_s"], "events/s"),
         Row("ordertrail tracer over Kafka, one process", one["events_per_s"], "events/s", ref["events_per_s"], RATIO),
+        Row("the same loop with the engine stubbed out", loop["events_per_s"], "events/s", ref["events_per_s"]),
         Row("two tracer processes in one group vs one", two["events_per_s"], "events/s", one["events_per_s"], SCALING),
         Row("ordertrail tracer, events per second of its process's CPU", one_cpu, "events/s", ref_cpu),
     ]
@@ -88,6 +93,13 @@ def kafka(ctx: Context) -> Section:
         "first and last record) the comparison does not depend on what else the machine runs; wall-clock "
         "throughput, and the two-process ratio above all, need the cores free: two tracers and the broker on "
         f"{os.cpu_count()} cores shared with other work cannot show their scaling (load average below)."
+    )
+    us = {name: 1e6 / cpu for name, cpu in (("reference", ref_cpu), ("loop", loop_cpu), ("tracer", one_cpu))}
+    section.notes.append(
+        f"CPU per event: reference {us['reference']:.1f} µs (kafka-python's fetch and parse, a msgspec decode); "
+        f"the tracer loop without its engine {us['loop']:.1f} µs (the same fetch, ``KafkaSource``, ``Ownership``, "
+        f"``Processor``, validation by ``decode_line``); the tracer {us['tracer']:.1f} µs, so its engine costs "
+        f"{us['tracer'] - us['loop']:.1f} µs an event."
     )
     section.notes.append(
         f"The tracer found {one['findings']:,} findings and kept {one['open_orders']:,} orders open; it commits after "
@@ -207,7 +219,7 @@ class _Timed:
         self.first = self.cpu0 = 0.0
 
     def poll(self, max_records: int, timeout_s: float) -> Sequence[Any]:
-        records = self._source.poll(max_records, timeout_s)
+        records: Sequence[Any] = self._source.poll(max_records, timeout_s)
         if records and not self.first:
             self.first, self.cpu0 = time.time(), time.process_time()
         return records
@@ -218,6 +230,34 @@ class _Timed:
     def lag(self) -> dict[int, int]:
         lag: dict[int, int] = self._source.lag()
         return lag
+
+
+class _NoEngine:
+    """The engine's interface, doing nothing: the tracer loop's cost without the engine's."""
+
+    def on_event(self, ev: Any, partition: int = 0) -> None:
+        pass
+
+    def advance(self, now_ms: int) -> None:
+        pass
+
+    def drain_findings(self) -> list[Any]:
+        return []
+
+    def drain_snapshots(self) -> list[Any]:
+        return []
+
+    def restore(self, snapshots: Iterable[Any], findings: Iterable[Any]) -> int:
+        return 0
+
+    def rewind(self) -> int:
+        return 0
+
+    def drop_partition(self, partition: int) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return 0
 
 
 class _NullStore:
@@ -239,7 +279,7 @@ class _NullStore:
         return [], []
 
 
-def _tracer(url: str, group: str, n: int, gate: Path | None, name: str) -> dict[str, Any]:
+def _tracer(url: str, group: str, n: int, gate: Path | None, name: str, *, engine: bool = True) -> dict[str, Any]:
     from tracer.bus import HOPS_TOPIC
     from tracer.clock import PartitionClock, WallClock
     from tracer.engine import Tracer
@@ -258,7 +298,8 @@ def _tracer(url: str, group: str, n: int, gate: Path | None, name: str) -> dict[
     store.owned = lambda: list(ownership.owned)
     consumer.listener = ownership
     timed = _Timed(ownership)
-    proc = Processor(timed, store, Tracer(journeys), PartitionClock(wall), [], max_records=POLL)
+    tracer: Any = Tracer(journeys) if engine else _NoEngine()
+    proc = Processor(timed, store, tracer, PartitionClock(wall), [], max_records=POLL)
     ownership.bind(proc)
     findings = 0
 
@@ -295,7 +336,7 @@ def _tracer(url: str, group: str, n: int, gate: Path | None, name: str) -> dict[
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kafka")
-    parser.add_argument("mode", choices=["reference", "tracer"])
+    parser.add_argument("mode", choices=["reference", "tracer", "loop"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--group", required=True)
@@ -305,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode == "reference":
         report(_reference(args.url, args.group, args.events))
     else:
-        report(_tracer(args.url, args.group, args.events, args.gate, args.name))
+        report(_tracer(args.url, args.group, args.events, args.gate, args.name, engine=args.mode == "tracer"))
     return 0
 
 

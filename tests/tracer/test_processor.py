@@ -3,6 +3,7 @@ clock rule (a backlog never raises findings; a caught-up partition fires on wall
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ from tracer.engine import OrderSnapshot, Tracer
 from tracer.errors import StoreError
 from tracer.journeys import parse_journeys
 from tracer.model import Finding, HopEvent
-from tracer.processor import Processor
+from tracer.processor import GC_THRESHOLDS, Processor, tune_gc
 
 JOURNEYS = parse_journeys(
     """
@@ -178,3 +179,16 @@ def test_listeners_get_findings_after_they_are_stored_and_a_failing_listener_is_
     wall.advance(31_000)
     proc.step()
     assert len(seen) == 1 and seen[0] in sink.findings
+
+
+def test_tune_gc_raises_the_young_generation_threshold_and_keeps_a_higher_one() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        gc.set_threshold(GC_THRESHOLDS[0] * 2, 5, 5)
+        tune_gc()
+        assert gc.get_threshold() == (GC_THRESHOLDS[0] * 2, 5, 5)
+    finally:
+        gc.set_threshold(*saved)
