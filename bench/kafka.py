@@ -97,8 +97,8 @@ def kafka(ctx: Context) -> Section:
     us = {name: 1e6 / cpu for name, cpu in (("reference", ref_cpu), ("loop", loop_cpu), ("tracer", one_cpu))}
     section.notes.append(
         f"CPU per event: reference {us['reference']:.1f} µs (kafka-python's fetch and parse, a msgspec decode); "
-        f"the tracer loop without its engine {us['loop']:.1f} µs (the same fetch, ``KafkaSource``, ``Ownership``, "
-        f"``Processor``, validation by ``decode_line``); the tracer {us['tracer']:.1f} µs, so its engine costs "
+        f"the tracer loop without its engine {us['loop']:.1f} µs (the same fetch, `KafkaSource`, `Ownership`, "
+        f"`Processor`, validation by `decode_line`); the tracer {us['tracer']:.1f} µs, so its engine costs "
         f"{us['tracer'] - us['loop']:.1f} µs an event."
     )
     section.notes.append(
