@@ -294,7 +294,7 @@ class KafkaSource:
             p = tp.partition
             if p not in owned or not records:
                 continue
-            # One Record per record, nothing else per record: the headers are kafka-python's list.
+            # The hot path: one Record a record, kafka-python's header list passed on as it is.
             out += [
                 Record(
                     topic,

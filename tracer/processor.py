@@ -56,9 +56,9 @@ def tune_gc() -> None:
     records, the engine's per-order lists) while the engine keeps every open order in memory. At
     the default threshold the collector runs every few hundred records, promotes the open orders
     and keeps scanning them again, finding nothing to free (they hold no cycles; reference
-    counting frees the rest at once): 1.5 µs an event at 60k events, 3.7 µs at 300k, growing
-    with the heap (``bench.kafka``). Process-wide, so the composition root calls it, for the
-    processes that run a processor; a threshold already higher is kept."""
+    counting frees the rest at once): 1.5 µs an event of a 60k-event run of the benchmark
+    workload, 3.7 µs of a 300k-event run, growing with the heap. Process-wide, so the composition
+    root calls it, for the processes that run a processor; a threshold already higher is kept."""
     young, *_ = gc.get_threshold()
     if young < GC_THRESHOLDS[0]:
         gc.set_threshold(*GC_THRESHOLDS)
