@@ -1,6 +1,12 @@
 """The tracer: the event model, journeys, the engine that turns hops into findings, its clock,
 and the bus and store adapters. The names below are the public API; modules are internals."""
 
+# ruff: noqa: E402 - the guard runs before the imports below: it decides where they come from.
+# First, before any compiled module: the compiled hot path or its source (tracer/native.py).
+from tracer.native import guard as _guard
+
+_guard()
+
 from tracer.engine import OrderSnapshot, Tracer, TracerStats
 from tracer.errors import BodyError, EventError, JourneysError, StoreError, TracerError
 from tracer.events import Batch, decode_batch, decode_line, validate

@@ -60,6 +60,7 @@ from tracer.model import (
     HopEvent,
     derive_trace_id,
 )
+from tracer.model import OrderSnapshot as OrderSnapshot  # defined there: msgspec must read its annotations
 from tracer.transit import EdgeTransit
 
 _Q: Final = struct.Struct("<q")
@@ -190,30 +191,6 @@ class OrderState(msgspec.Struct, gc=False):
     @property
     def journey(self) -> Journey | None:
         return self.plan.journey if self.plan is not None else None
-
-
-class OrderSnapshot(msgspec.Struct, frozen=True):
-    """What the store keeps of an order: enough for the lookup and to restore it exactly."""
-
-    order_id: str
-    partition: int
-    journey: str
-    trace_id: str
-    customer_id: str
-    status: str
-    hops: list[str]  # journey hops reported or implied, in journey order
-    hop_ts: list[int]
-    implied: list[bool]
-    first_ts: int
-    last_ts: int
-    next_hop: str
-    next_due: int  # 0 when nothing is awaited
-    open: bool  # still held by the tracer (not completed or retired)
-    seen_mask: int
-    implied_mask: int
-    raised_mask: int
-    eids: list[int]
-    pending: list[tuple[str, int, bool]]
 
 
 @dataclass(slots=True)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Final, Literal
+from typing import Final
 
 import msgspec
-from msgspec import Meta
 
 from tracer.errors import ABSENT, BodyError, EventError
 from tracer.model import (
@@ -36,6 +35,7 @@ from tracer.model import (
     derive_trace_id,
 )
 from tracer.times import MAX_TS_MS, MIN_TS_MS, parse_ts
+from tracer.wire import MAX_ID, Batch, Valid, Wire
 
 HOP_RE: Final = re.compile(r"[a-z0-9_.-]{1,64}")
 HOP_RULE: Final = "must match [a-z0-9_.-]{1,64}: lowercase letters, digits, '_', '.', '-', e.g. payment.authorized"
@@ -47,53 +47,14 @@ _HOPS_MAX: Final = 4096
 MAX_ATTRS: Final = 64
 MAX_ATTR_KEY: Final = 64
 MAX_ATTR_VALUE: Final = 1024
-MAX_ID: Final = 128
 
 
-class _Wire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    order_id: str
-    hop: str
-    ts: str | int | float
-    event_id: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    parent_span_id: str | None = None
-    service: str | None = None
-    status: str | None = None
-    journey: str | None = None
-    customer_id: str | None = None
-    attrs: dict[str, str] | None = None
-
-
-_Text = Annotated[str, Meta(min_length=1, max_length=MAX_ID)]
-
-
-class _Valid(_Wire, forbid_unknown_fields=True, gc=False):
-    """``_Wire`` with the rules msgspec checks at no cost (lengths, the status): an item that
-    decodes into it needs only ``_fast``'s checks. (Its patterns and nested constraints cost more
-    than those checks do.) One that does not is decoded again as a ``_Wire``, for the reason."""
-
-    order_id: _Text
-    event_id: _Text | None = None
-    service: _Text | None = None
-    status: Literal["ok", "error"] | None = None
-    journey: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
-    customer_id: _Text | None = None
-
-
-_ARRAY = msgspec.json.Decoder(list[_Wire])
-_ONE = msgspec.json.Decoder(_Wire)
-_VALID_ARRAY = msgspec.json.Decoder(list[_Valid])
-_VALID_ONE = msgspec.json.Decoder(_Valid)
+_ARRAY = msgspec.json.Decoder(list[Wire])
+_ONE = msgspec.json.Decoder(Wire)
+_VALID_ARRAY = msgspec.json.Decoder(list[Valid])
+_VALID_ONE = msgspec.json.Decoder(Valid)
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 _BOM: Final = "\ufeff".encode()
-
-
-class Batch(msgspec.Struct):
-    """The outcome of decoding one body: events in input order, rejections by item index."""
-
-    events: list[HopEvent]
-    rejected: list[tuple[int, str]]
 
 
 def decode_batch(body: bytes | str) -> Batch:
@@ -128,14 +89,14 @@ def decode_line(line: bytes | str) -> HopEvent:
 def validate(obj: Mapping[str, object]) -> HopEvent:
     """One event already parsed into a mapping (taps, OTLP). Raises EventError."""
     try:
-        valid = msgspec.convert(obj, _Valid)
+        valid = msgspec.convert(obj, Valid)
     except msgspec.ValidationError:
         pass  # a rule is broken: the careful way below says which
     else:
         ev = _fast(valid)
         return ev if ev is not None else _checked(valid)
     try:
-        wire = msgspec.convert(obj, _Wire)
+        wire = msgspec.convert(obj, Wire)
     except msgspec.ValidationError as exc:
         raise _from_msgspec(str(exc), obj) from None
     return _checked(wire)
@@ -207,8 +168,8 @@ def _decode_lines(data: bytes) -> Batch:
     return Batch(events, rejected)
 
 
-def _fast(w: _Wire) -> HopEvent | None:
-    """The event of an item that decoded as a ``_Valid`` (msgspec checked the lengths and the
+def _fast(w: Wire) -> HopEvent | None:
+    """The event of an item that decoded as a ``Valid`` (msgspec checked the lengths and the
     status), after the checks msgspec left to us; None when one of them fails (the caller then
     asks ``_checked``, which words the reason). It accepts exactly what ``_checked`` accepts
     (tests/tracer/test_events_fast.py)."""
@@ -278,7 +239,7 @@ def _fast(w: _Wire) -> HopEvent | None:
     )
 
 
-def _checked(w: _Wire) -> HopEvent:
+def _checked(w: Wire) -> HopEvent:
     """The event, or an EventError naming the first rule ``w`` breaks: the field, the value and
     the rule. The rules of CONTRACT §1 are written out here, one by one, in field order."""
     order_id = w.order_id

@@ -120,6 +120,32 @@ class Finding(msgspec.Struct, frozen=True, gc=False):
         }
 
 
+class OrderSnapshot(msgspec.Struct, frozen=True):
+    """What the store keeps of an order: enough for the lookup and to restore it exactly. The
+    engine (``tracer.engine``) makes them; they are here, interpreted, because msgspec reads
+    their field types from annotations a compiled module does not keep."""
+
+    order_id: str
+    partition: int
+    journey: str
+    trace_id: str
+    customer_id: str
+    status: str
+    hops: list[str]  # journey hops reported or implied, in journey order
+    hop_ts: list[int]
+    implied: list[bool]
+    first_ts: int
+    last_ts: int
+    next_hop: str
+    next_due: int  # 0 when nothing is awaited
+    open: bool  # still held by the tracer (not completed or retired)
+    seen_mask: int
+    implied_mask: int
+    raised_mask: int
+    eids: list[int]
+    pending: list[tuple[str, int, bool]]
+
+
 def finding_id(order_id: str, hop: str, kind: str) -> str:
     """Stable identity of a finding, the same in every process and after every restart."""
     raw = f"{order_id}\x1f{hop}\x1f{kind}".encode()
