@@ -68,7 +68,7 @@ def decode_batch(body: bytes | str) -> Batch:
     return _decode_lines(data)
 
 
-def decode_line(line: bytes | str) -> HopEvent:
+def decode_line(line: bytes | str | msgspec.Raw) -> HopEvent:
     """One JSON object (an NDJSON line). Raises EventError."""
     try:
         valid = _VALID_ONE.decode(line)

@@ -38,6 +38,7 @@ MODULES: Final = (
     "tracer.clock",
     "tracer.events",
     "tracer.engine",
+    "tracer.waiting",  # a Tracer subclass: an interpreted class cannot inherit from a compiled one
 )
 GROUP: Final = "tracer._hot"  # the shared library of the compiled modules: tracer/_hot__mypyc.*.so
 MANIFEST: Final = "_native.json"  # in tracer/, beside the extensions

@@ -17,7 +17,6 @@ It imports only the engine and the journeys.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from tracer.engine import _UNPACK, OrderSnapshot, OrderState, Tracer
 from tracer.journeys import Journeys
@@ -71,8 +70,23 @@ class EdgeLoad:
 class WaitingTracer(Tracer):
     """A ``Tracer`` that also keeps ``EdgeLoad`` per (journey, hop) of every step."""
 
-    def __init__(self, journeys: Journeys, **kwargs: Any) -> None:
-        super().__init__(journeys, **kwargs)
+    def __init__(
+        self,
+        journeys: Journeys,
+        *,
+        bucket_ms: int = 100,
+        retention_ms: int = 7 * 86_400_000,
+        closed_memory: int = 200_000,
+        track_snapshots: bool = True,
+    ) -> None:
+        # Tracer's keywords spelled out: mypyc (tracer.native) cannot forward **kwargs to them.
+        super().__init__(
+            journeys,
+            bucket_ms=bucket_ms,
+            retention_ms=retention_ms,
+            closed_memory=closed_memory,
+            track_snapshots=track_snapshots,
+        )
         self.loads: dict[tuple[str, str], EdgeLoad] = {
             (j.name, s.hop): EdgeLoad(s.within_ms) for j in journeys.journeys.values() for s in j.steps
         }

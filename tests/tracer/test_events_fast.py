@@ -1,4 +1,4 @@
-"""The decoder's two ways agree (hypothesis): what msgspec refuses as a ``_Valid`` the careful
+"""The decoder's two ways agree (hypothesis): what msgspec refuses as a ``Valid`` the careful
 way (``_checked``, which words every rejection) refuses too, and on what it accepts the fast way
 (``_fast``) accepts exactly what the careful way accepts and builds the same event (accepting
 less would only be slower; accepting more, wrong). Values
@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracer.errors import EventError
-from tracer.events import _checked, _fast, _Valid, _Wire
+from tracer.events import _checked, _fast
 from tracer.model import HopEvent
+from tracer.wire import Valid, Wire
 
 TEXT = st.text(alphabet="ab1-_. \t\n\x00é\u200bZ", max_size=3) | st.sampled_from(
     ["", "a" * 64, "a" * 65, "a" * 128, "a" * 129]
@@ -68,7 +69,7 @@ ITEMS = st.fixed_dictionaries(
 
 def careful(item: dict[str, object]) -> HopEvent | None:
     try:
-        return _checked(msgspec.convert(item, _Wire))
+        return _checked(msgspec.convert(item, Wire))
     except EventError:
         return None
 
@@ -78,7 +79,7 @@ def careful(item: dict[str, object]) -> HopEvent | None:
 def test_the_fast_way_accepts_what_the_careful_way_accepts_and_builds_the_same_event(item: dict[str, object]) -> None:
     expected = careful(item)
     try:
-        valid = msgspec.convert(item, _Valid)
+        valid = msgspec.convert(item, Valid)
     except msgspec.ValidationError:
         assert expected is None  # msgspec refused it: so does the careful way
         return
@@ -101,7 +102,7 @@ def test_a_full_valid_event_takes_the_fast_way() -> None:
         "customer_id": "cus-1",
         "attrs": {"psp": "adyen"},
     }
-    fast = _fast(msgspec.convert(item, _Valid))
+    fast = _fast(msgspec.convert(item, Valid))
     expected = careful(item)
     assert fast is not None and expected is not None
     assert msgspec.structs.asdict(fast) == msgspec.structs.asdict(expected)
