@@ -170,13 +170,15 @@ _Awaited = tuple[int, int, int, int | None, EdgeTransit, int, int, str]
 _Layout = tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...], tuple[tuple[int, int, str], ...]]
 
 
-class OrderState(msgspec.Struct, gc=False):
+@dataclass(slots=True, eq=False)
+class OrderState:
     """One open order. Bit i of ``seen`` is hop i of the journey (0 is the start).
 
     ``buf`` packs int64s: the time of each hop of the journey (earliest ok time; for an implied
     hop, a bound: the earliest later hop), then the latest event time, then the deadline the order
     is armed for (0: none), then one 8-byte hash per event id seen. ``plan`` is the order's
-    journey as the engine works with it (None until the journey is known)."""
+    journey as the engine works with it (None until the journey is known). A slotted class, not
+    a Struct: compiled (``tracer.native``) its fields are read and written as C struct members."""
 
     plan: _Plan | None
     partition: int

@@ -3,10 +3,14 @@ a factor, never below the floor, withheld until enough samples exist, refreshed 
 
 from __future__ import annotations
 
+import bisect
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tracer.journeys import StallLearning
-from tracer.transit import BUCKETS_MS, EdgeTransit
+from tracer.transit import BUCKETS_MS, EdgeTransit, _first_at_least
 
 
 def edge(samples: list[int], **learning: float) -> EdgeTransit:
@@ -77,3 +81,10 @@ def test_every_sample_is_counted_in_cumulative_buckets_that_the_ring_does_not_fo
     assert hist[-2] == 4 and hist[-1] == 5  # past a day: only in +Inf
     assert e.sum_ms == 10 + 11 + 1_500 + 10**9
     assert len(e.recent()) == 2
+
+
+@given(st.lists(st.integers(-5, 50)), st.integers(-10, 60))
+def test_the_compiled_search_finds_what_bisect_finds(values: list[int], x: int) -> None:
+    values.sort()
+    assert _first_at_least(values, x) == bisect.bisect_left(values, x)
+    assert _first_at_least(values, x + 1) == bisect.bisect_right(values, x)
