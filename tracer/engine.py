@@ -553,10 +553,11 @@ class Tracer:
                 base = _UNPACK(buf, after_off)[0]
                 hard = base + within
                 if not raised & soft_bit:
-                    soft = stall_after if stall_after is not None else edge.limit_ms
+                    limit = stall_after if stall_after is not None else edge.limit_ms
+                    soft = base + limit if limit is not None else hard  # an int: compiled, a C long
                     # While the order has an open failure, what falls due is held back: it is
                     # looked at again when the failure resolves (on_event checks the order again).
-                    if soft is not None and (soft := base + soft) < hard:
+                    if soft < hard:
                         if soft >= now:
                             if soft < next_due:
                                 next_due = soft
