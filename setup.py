@@ -62,15 +62,16 @@ class _BuildHotPath(build_ext):
     reason = ""
 
     def run(self) -> None:
+        if not self.extensions:
+            return  # nothing to compile: said, and recorded, when setup.py was read
         inplace = bool(self.inplace or getattr(self, "editable_mode", False))
         package_dir = ROOT / "tracer" if inplace else Path(self.build_lib) / "tracer"
         package_dir.mkdir(parents=True, exist_ok=True)
-        reason = self.reason
-        if self.extensions:
-            try:
-                super().run()
-            except Exception as exc:  # no compiler, no Python.h, a compile error: pure Python then
-                reason = self.reason = f"the C build failed: {exc}"
+        reason = ""
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no Python.h, a compile error: pure Python then
+            reason = self.reason = f"the C build failed: {exc}"
         if reason:
             self._remove_built(package_dir)
             _say(f"the tracer's hot path stays pure Python ({reason}); the same code, only slower")

@@ -25,10 +25,12 @@ Rules (docs/semantics.md says why):
 
 State transitions are joins (earliest time of a hop, union of hops seen, earliest error), so
 duplicates and out-of-order arrival converge on the same open findings. Per-order state is one
-``gc=False`` struct with the hop times, the last event time, the armed deadline and 8-byte
-event-id hashes packed in one ``bytes``; the deadline index holds one entry per order.
+slotted object with the hop times, the last event time, the armed deadline and 8-byte event-id
+hashes packed in one ``bytes``; the deadline index holds one entry per order.
 
-This module imports only the tracer's model, journeys, deadline index and transit learning.
+The install compiles this module with mypyc (``tracer.native``, docs/performance.md): no msgspec
+Structs are defined here, and engine state is in native classes. This module imports only the
+tracer's model, journeys, deadline index and transit learning.
 """
 
 from __future__ import annotations
