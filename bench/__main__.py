@@ -288,6 +288,7 @@ def machine_facts(run: Run) -> list[tuple[str, str]]:
         ("memory", _memory()),
         ("OS", f"{platform.system()} {platform.release()}"),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("tracer hot path", _hot_path()),
         ("packages", ", ".join(f"{p} {_version(p)}" for p in ("chdb", "chdb-core", "clickhouse-connect", "msgspec"))),
         ("scale", f"{run.scale.name}: {_scale(run.scale)}"),
         ("duration", f"{run.seconds:.0f} s"),
@@ -297,6 +298,13 @@ def machine_facts(run: Run) -> list[tuple[str, str]]:
             "(the machine is shared: other work running shows here)",
         ),
     ]
+
+
+def _hot_path() -> str:
+    """Compiled with mypyc or pure Python, and why (docs/performance.md); the children inherit it."""
+    from tracer import native
+
+    return native.status()
 
 
 def _scale(s: Scale) -> str:

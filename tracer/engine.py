@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
+from mypy_extensions import mypyc_attr
 
 from tracer.deadlines import DeadlineIndex
 from tracer.journeys import Journey, Journeys, Step
@@ -172,6 +173,7 @@ _Awaited = tuple[int, int, int, int | None, EdgeTransit, int, int, str]
 _Layout = tuple[tuple[str, ...], tuple[int, ...], tuple[bool, ...], tuple[tuple[int, int, str], ...]]
 
 
+@mypyc_attr(acyclic=True)  # compiled: not tracked by the GC (a million orders, no cycles through them)
 @dataclass(slots=True, eq=False)
 class OrderState:
     """One open order. Bit i of ``seen`` is hop i of the journey (0 is the start).
