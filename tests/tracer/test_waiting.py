@@ -3,7 +3,10 @@ restore, a retirement or a dropped partition leaves behind."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.detectors.conftest import T0, event
+from tracer.engine import Tracer
 from tracer.journeys import parse_journeys
 from tracer.waiting import WaitingTracer
 
@@ -62,3 +65,15 @@ def test_restore_and_drop_partition_keep_the_counts_true() -> None:
     fresh.drop_partition(1)
     oldest = b.oldest_ms()
     assert b.waiting == 1 and oldest is not None and oldest <= T0
+
+
+def test_a_waiting_tracer_takes_the_tracers_keywords_with_its_defaults() -> None:
+    # WaitingTracer spells Tracer's keywords out (compiled, it cannot forward **kwargs): they must agree.
+    fields = ("now", "retention_ms", "_closed_memory", "_dirty")
+    plain, waiting = Tracer(CHAIN), WaitingTracer(CHAIN)
+    assert [getattr(waiting, f) for f in fields] == [getattr(plain, f) for f in fields]
+    assert waiting._index.width_ms == plain._index.width_ms
+    kwargs: dict[str, Any] = {"bucket_ms": 7, "retention_ms": 9, "closed_memory": 3, "track_snapshots": False}
+    plain, waiting = Tracer(CHAIN, **kwargs), WaitingTracer(CHAIN, **kwargs)
+    assert [getattr(waiting, f) for f in fields] == [getattr(plain, f) for f in fields]
+    assert waiting._index.width_ms == plain._index.width_ms == 7
