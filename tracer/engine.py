@@ -40,7 +40,7 @@ import struct
 import sys
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -67,7 +67,8 @@ from tracer.model import OrderSnapshot as OrderSnapshot  # defined there: msgspe
 from tracer.transit import EdgeTransit
 
 _Q: Final = struct.Struct("<q")
-_UNPACK: Final = _Q.unpack_from
+# Typed: compiled, what it reads is a native int (struct's own signature says Any).
+_UNPACK: Final[Callable[[bytes | bytearray, int], tuple[int]]] = _Q.unpack_from
 _PACK: Final = _Q.pack
 _PACK_INTO: Final = _Q.pack_into
 _FROMHEX: Final = bytes.fromhex
@@ -97,12 +98,14 @@ class _Plan:
         "n8",
         "steps",
         "times",
+        "unset",
     )
 
     def __init__(self, j: Journey, edges: list[EdgeTransit]) -> None:
         self.journey = j
-        self.index = j.index
+        self.index = dict(j.index)  # a dict: compiled, looked up without a method call
         self.n8 = 8 * len(j.hops)
+        self.unset = _UNSET_BYTES * len(j.hops)  # the hop times of an order that has seen none
         self.complete_mask = j.complete_mask
         self.ancestors = tuple(tuple(sorted(a)) for a in j.ancestors)
         # hop i -> (edge, offset of the other hop's time, bit of the other hop, sign): the other
@@ -239,6 +242,7 @@ class Tracer:
             name: [EdgeTransit(journeys.learning) for _ in j.hops] for name, j in journeys.journeys.items()
         }
         self._plans = {name: _Plan(j, self._edges[name]) for name, j in journeys.journeys.items()}
+        self._plan_of_hop = {hop: self._plans[j.name] for hop, j in journeys.by_hop.items()}
         self._findings: list[Finding] = []
         # Orders changed since the last drain; closed ones are snapshotted as they close.
         self._dirty: dict[str, OrderState | OrderSnapshot] | None = {} if track_snapshots else None
@@ -280,10 +284,12 @@ class Tracer:
         changed += h
         if ts > _UNPACK(buf, n8)[0]:
             _PACK_INTO(changed, n8, ts)
-        if ev.customer_id and not st.customer_id:
+        if not st.customer_id:  # the event's fields are read only when needed: each read is a lookup
             st.customer_id = ev.customer_id
-        if st.trace_id is None and ev.trace_id != derive_trace_id(oid):
-            st.trace_id = ev.trace_id
+        if st.trace_id is None:
+            trace_id = ev.trace_id
+            if trace_id != derive_trace_id(oid):
+                st.trace_id = trace_id
         if self._dirty is not None:
             self._dirty[oid] = st
         i = plan.index.get(ev.hop) if plan is not None else None
@@ -321,19 +327,16 @@ class Tracer:
         self._check(oid, st, self.now)
 
     def _new_state(self, ev: HopEvent, partition: int) -> OrderState:
-        journey = None
-        if ev.journey:
-            journey = self.journeys.journeys.get(ev.journey)
-            if journey is None:
+        plan = None
+        name = ev.journey
+        if name:
+            plan = self._plans.get(name)
+            if plan is None:
                 self.stats.unknown_journey += 1
-        if journey is None:
-            journey = self.journeys.infer(ev.hop)
-        if journey is None:
-            st = OrderState(None, partition, _PACK(ev.ts) + _NONE_ARMED)
-        else:
-            st = OrderState(
-                self._plans[journey.name], partition, _UNSET_BYTES * len(journey.hops) + _PACK(ev.ts) + _NONE_ARMED
-            )
+        if plan is None:
+            plan = self._plan_of_hop.get(ev.hop)  # Journeys.infer, as plans
+        unset = plan.unset if plan is not None else b""
+        st = OrderState(plan, partition, unset + _PACK(ev.ts) + _NONE_ARMED)
         self._orders[ev.order_id] = st
         return st
 
