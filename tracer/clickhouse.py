@@ -11,11 +11,12 @@ migrations of ``tracer/migrations`` (``NNNN_name.sql``, recorded in ``schema_mig
 sets the TTL of every table to ``ttl_days`` (``None``: no TTL). A database of Distributed tables (a
 cluster: ``tracer.clusterschema``) is migrated ON CLUSTER, never by ``open``, which refuses.
 
-Tables (see the migrations): ``hops`` (events by order id, typed), ``otel_traces`` (the
-OpenTelemetry Collector ClickHouse exporter's layout, filled from ``hops`` by a materialized view
-so Grafana's trace view works; never written from Python), ``orders`` (latest ``OrderSnapshot``,
-ReplacingMergeTree by version), ``findings`` (latest version per (order_id, hop, kind)) and
-``trail`` (every record of an order whole, as JSON, keyed by order id: what ``order()`` reads).
+Tables (see the migrations): ``hops`` (events by order id, typed), ``otel_traces`` and
+``otel_traces_trace_id_ts`` (views over ``hops`` with the OpenTelemetry Collector ClickHouse
+exporter's columns, so Grafana's trace view works; a view, not a copy: migration 0003),
+``orders`` (latest ``OrderSnapshot``, ReplacingMergeTree by version), ``findings`` (latest
+version per (order_id, hop, kind)) and ``trail`` (every record of an order whole, as JSON, keyed
+by order id: what ``order()`` reads).
 
 Why ``trail``: a ClickHouse point read costs about 1 ms per part and per column read (chDB here),
 so a lookup reading three tables took ~10 ms at 5M events, and one ``doc`` column of one
@@ -29,9 +30,9 @@ nothing (tested); the files are not fsync'd, so a power loss may. Versions are `
 strictly increasing within the process, and start above the highest stored one after a restart.
 Re-delivered events (same ``event_id``), within a batch or across batches, merge away in the
 background and are deduplicated by the readers until then (inserts skip ClickHouse's dedupe pass,
-``optimize_on_insert=0``). Where the time of a write goes (1.2M events, chDB, this machine): most
-of it is ClickHouse writing the rows (``otel_traces`` through its view is the largest share),
-then clickhouse-connect serializing columns in Python; ``LowCardinality`` columns are sent as
+``optimize_on_insert=0``). Where the time of a write goes (200k events, chDB, this machine, before
+migration 0003): hops 40 % (of which the ``otel_traces`` materialized copy 60 %, which 0003
+removed), trail 25 %, orders 15 %, building the columns in Python 15 %; ``LowCardinality`` columns are sent as
 plain strings so that the server, not Python, builds their dictionaries.
 
 chDB facts, checked with chdb 4.4 / clickhouse-connect 1.12: one process runs one embedded engine,
@@ -91,8 +92,6 @@ _FINAL: Final = " SETTINGS optimize_move_to_prewhere_if_final = 0"  # filters ap
 # Table -> the time column its TTL counts from.
 _TTL_COLUMNS: Final = {
     "hops": "ts",
-    "otel_traces": "Timestamp",
-    "otel_traces_trace_id_ts": "Start",
     "orders": "last_ts",
     "findings": "detected_at",
     "trail": "ts",

@@ -7,7 +7,13 @@ cluster, so the two schemas cannot drift apart:
   path ``/clickhouse/tables/{shard}/DB/T_local``, replica ``{replica}``: the server's macros), plus
   ``T``, a ``Distributed`` table over ``T_local`` sharded by ``cityHash64`` of the order id. The
   Store keeps using the names it knows (``hops``, ``trail``, …) and reads and writes ``T``.
-- materialized views read and write the ``_local`` tables, so each shard derives its own spans.
+- materialized views read and write the ``_local`` tables, so each shard derives its own rows;
+  plain views (``otel_traces``) read the ``Distributed`` tables, so a query on any node sees the
+  whole cluster.
+- ``DROP TABLE T`` drops ``T`` and ``T_local``; ``ALTER TABLE T ADD INDEX | MATERIALIZE INDEX``
+  alters ``T_local`` (a Distributed table has no indexes). An object a later migration drops is
+  not created at all: a new cluster never holds it, and re-running the file on an upgraded cluster
+  does not bring it back.
 - ``schema_migrations`` is one replicated table on every node (a single replication path, not per
   shard), filled with the versions this file covers, so ``Store.open`` on any node finds nothing
   to apply (it refuses to migrate a database of Distributed tables itself).
@@ -16,9 +22,8 @@ Why every table shards by order id: all rows of one order (its hops, findings, v
 state) land on one shard, so ``FINAL`` and ``LIMIT 1 BY`` deduplicate per shard correctly, and an
 ``IN (subquery)`` over a second Distributed table may run shard-locally
 (``distributed_product_mode = 'local'`` in the server's profile; see deploy/clickhouse/).
-``otel_traces`` has no ``order_id`` column: it is keyed on the ``app.order.id`` span attribute,
-which the view fills from the order id. ``otel_traces_trace_id_ts`` is keyed on the trace id; both
-are only ever filled by views on the shard of the order, the key matters for direct inserts only.
+``otel_traces`` and ``otel_traces_trace_id_ts`` are views over the Distributed ``hops`` since
+migration 0003 (before, tables filled on each shard by materialized views).
 
 A statement this module cannot rewrite (a new kind in a future migration) raises
 ``ClusterSchemaError`` naming the migration: extend the rules here, then regenerate
@@ -42,8 +47,6 @@ LOCAL_SUFFIX: Final = "_local"
 # Table -> the expression giving its order id, hashed to pick the shard. A table with an
 # `order_id` column needs no entry.
 SHARD_KEYS: Final = {
-    "otel_traces": "SpanAttributes['app.order.id']",
-    "otel_traces_trace_id_ts": "TraceId",
     "stitch_waiting": "value",  # waiting for their link: the order is not known yet
 }
 _STATEMENT_END: Final = re.compile(r";[ \t]*(?:\n|$)")
@@ -55,6 +58,15 @@ _CREATE_TABLE: Final = re.compile(
 _CREATE_VIEW: Final = re.compile(
     r"CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<db>\w+)\.(?P<name>\w+)(?P<rest>\s+TO .*)", re.DOTALL
 )
+_CREATE_PLAIN_VIEW: Final = re.compile(
+    r"CREATE VIEW IF NOT EXISTS (?P<db>\w+)\.(?P<name>\w+)(?P<rest>\s+AS .*)", re.DOTALL
+)
+_DROP: Final = re.compile(r"DROP (?P<kind>TABLE|VIEW) IF EXISTS (?P<db>\w+)\.(?P<name>\w+)")
+_ALTER_INDEX: Final = re.compile(
+    r"ALTER TABLE (?P<db>\w+)\.(?P<name>\w+)(?P<rest> (?:ADD INDEX|MATERIALIZE INDEX) .*)", re.DOTALL
+)
+_DROPPED: Final = re.compile(r"DROP (?:TABLE|VIEW) IF EXISTS \{database\}\.(\w+)")
+_CREATED: Final = re.compile(r"CREATE (?:MATERIALIZED VIEW|VIEW|TABLE) IF NOT EXISTS \{database\}\.(\w+)")
 _SCHEMA_MIGRATIONS: Final = (
     "CREATE TABLE IF NOT EXISTS {db}.schema_migrations ON CLUSTER '{cluster}'\n"
     "(version UInt32, name String, applied_at DateTime64(3))\n"
@@ -84,16 +96,23 @@ def cluster_schema(
         _SCHEMA_MIGRATIONS.format(db=database, cluster=cluster) + ";",
     ]
     applied = []
-    for version, name, text in migrations() if source is None else source:
+    source = migrations() if source is None else source
+    dropped = {n: version for version, _, text in source for n in _DROPPED.findall(text)}  # name -> last drop
+    for version, name, text in source:
         tables = re.findall(r"CREATE TABLE IF NOT EXISTS \{database\}\.(\w+)", text)
         comments: list[str] = []
         for statement in _STATEMENT_END.split(text):
             lines, body = _split_comments(statement)
             comments += lines
-            if body:
+            if not body:
+                continue
+            created = _CREATED.match(body)
+            if created is not None and dropped.get(created[1], 0) > version:
+                out += ["", *comments, f"-- ({created[1]}: not created, migration {dropped[created[1]]:04d} drops it)"]
+            else:
                 sql = body.replace("{database}", database)
                 out += ["", *comments, "\n\n".join(_rewrite(sql, tables, cluster, f"{version:04d}_{name}"))]
-                comments = []
+            comments = []
         applied.append(f"({version}, '{name}', now64(3))")
     out += [
         "",
@@ -144,6 +163,18 @@ def _rewrite(statement: str, tables: Sequence[str], cluster: str, migration: str
             view["rest"],
         )
         return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view['name']}{on_cluster}{rest};"]
+    plain = _CREATE_PLAIN_VIEW.fullmatch(statement)
+    if plain is not None:  # reads the Distributed tables: the whole cluster, from any node
+        return [f"CREATE VIEW IF NOT EXISTS {plain['db']}.{plain['name']}{on_cluster}{plain['rest']};"]
+    drop = _DROP.fullmatch(statement)
+    if drop is not None:
+        db, name = drop["db"], drop["name"]
+        if drop["kind"] == "VIEW":
+            return [f"DROP VIEW IF EXISTS {db}.{name}{on_cluster};"]
+        return [f"DROP TABLE IF EXISTS {db}.{t}{on_cluster};" for t in (name, local_name(name))]
+    alter = _ALTER_INDEX.fullmatch(statement)
+    if alter is not None:  # the data, and so the index, is in the local tables
+        return [f"ALTER TABLE {alter['db']}.{local_name(alter['name'])}{on_cluster}{alter['rest']};"]
     first = statement.splitlines()[0][:80]
     raise ClusterSchemaError(
         f"migration {migration}: no cluster form for the statement {first!r}; extend tracer.clusterschema"

@@ -42,112 +42,15 @@ ENGINE = Distributed('{cluster}', ordertrail, hops_local, cityHash64(order_id));
 -- reads hops as spans. Deviation, allowed by the exporter's `table_engine` option: the engine is
 -- ReplacingMergeTree and the sorting key ends with (TraceId, SpanId), so a re-delivered hop merges
 -- into one span; the primary key is the exporter's.
-CREATE TABLE IF NOT EXISTS ordertrail.otel_traces_local ON CLUSTER '{cluster}'
-(
-    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
-    TraceId String CODEC(ZSTD(1)),
-    SpanId String CODEC(ZSTD(1)),
-    ParentSpanId String CODEC(ZSTD(1)),
-    TraceState String CODEC(ZSTD(1)),
-    SpanName LowCardinality(String) CODEC(ZSTD(1)),
-    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
-    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
-    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
-    ScopeName String CODEC(ZSTD(1)),
-    ScopeVersion String CODEC(ZSTD(1)),
-    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
-    Duration UInt64 CODEC(T64, ZSTD(1)),
-    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
-    StatusMessage String CODEC(ZSTD(1)),
-    Events Nested
-    (
-        Timestamp DateTime64(9),
-        Name LowCardinality(String),
-        Attributes Map(LowCardinality(String), String)
-    ) CODEC(ZSTD(1)),
-    Links Nested
-    (
-        TraceId String,
-        SpanId String,
-        TraceState String,
-        Attributes Map(LowCardinality(String), String)
-    ) CODEC(ZSTD(1)),
-    ResourceAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(ResourceAttributes, 'Array(Tuple(String, String))')),
-    SpanAttributeItems Array(String) ALIAS arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(SpanAttributes, 'Array(Tuple(String, String))')),
-    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
-    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
-    INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
-)
-ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/ordertrail/otel_traces_local', '{replica}')
-PARTITION BY toDate(Timestamp)
-PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
-ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp, TraceId, SpanId)
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
-
-CREATE TABLE IF NOT EXISTS ordertrail.otel_traces ON CLUSTER '{cluster}' AS ordertrail.otel_traces_local
-ENGINE = Distributed('{cluster}', ordertrail, otel_traces_local, cityHash64(SpanAttributes['app.order.id']));
+-- (otel_traces: not created, migration 0003 drops it)
 
 -- The exporter's trace id -> time range lookup, which Grafana uses to narrow a trace query.
-CREATE TABLE IF NOT EXISTS ordertrail.otel_traces_trace_id_ts_local ON CLUSTER '{cluster}'
-(
-    TraceId String CODEC(ZSTD(1)),
-    Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1)),
-    End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))
-)
-ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/ordertrail/otel_traces_trace_id_ts_local', '{replica}')
-PARTITION BY toStartOfWeek(Start)
-ORDER BY (TraceId)
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+-- (otel_traces_trace_id_ts: not created, migration 0003 drops it)
 
-CREATE TABLE IF NOT EXISTS ordertrail.otel_traces_trace_id_ts ON CLUSTER '{cluster}' AS ordertrail.otel_traces_trace_id_ts_local
-ENGINE = Distributed('{cluster}', ordertrail, otel_traces_trace_id_ts_local, cityHash64(TraceId));
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS ordertrail.otel_traces_trace_id_ts_mv ON CLUSTER '{cluster}'
-TO ordertrail.otel_traces_trace_id_ts_local
-AS SELECT
-    TraceId,
-    min(Timestamp) AS Start,
-    max(Timestamp) AS End
-FROM ordertrail.otel_traces_local
-WHERE TraceId != ''
-GROUP BY TraceId;
+-- (otel_traces_trace_id_ts_mv: not created, migration 0003 drops it)
 
 -- Every hop becomes one span: never inserted from Python, so the two tables cannot disagree.
-CREATE MATERIALIZED VIEW IF NOT EXISTS ordertrail.otel_traces_from_hops_mv ON CLUSTER '{cluster}'
-TO ordertrail.otel_traces_local
-AS SELECT
-    toDateTime64(ts, 9) AS Timestamp,
-    trace_id AS TraceId,
-    if(span_id != '', span_id, lower(hex(reinterpretAsFixedString(sipHash64(event_id))))) AS SpanId,
-    parent_span_id AS ParentSpanId,
-    '' AS TraceState,
-    hop AS SpanName,
-    'Internal' AS SpanKind,
-    if(service != '', service, 'unknown_service') AS ServiceName,
-    map('service.name', if(service != '', toString(service), 'unknown_service')) AS ResourceAttributes,
-    'ordertrail' AS ScopeName,
-    '' AS ScopeVersion,
-    mapUpdate(
-        CAST(attrs, 'Map(LowCardinality(String), String)'),
-        mapFilter(
-            (k, v) -> v != '',
-            map(
-                'app.order.id', order_id,
-                'app.order.hop', toString(hop),
-                'app.journey', toString(journey),
-                'app.customer.id', customer_id,
-                'app.event.id', event_id
-            )
-        )
-    ) AS SpanAttributes,
-    toUInt64(0) AS Duration,
-    multiIf(status = 'error', 'Error', status = 'ok', 'Ok', 'Unset') AS StatusCode,
-    '' AS StatusMessage
-FROM ordertrail.hops_local;
+-- (otel_traces_from_hops_mv: not created, migration 0003 drops it)
 
 -- Latest state of every order the tracer has seen: the newest version wins.
 CREATE TABLE IF NOT EXISTS ordertrail.orders_local ON CLUSTER '{cluster}'
@@ -268,5 +171,92 @@ SETTINGS index_granularity = 1024;
 CREATE TABLE IF NOT EXISTS ordertrail.stitch_waiting ON CLUSTER '{cluster}' AS ordertrail.stitch_waiting_local
 ENGINE = Distributed('{cluster}', ordertrail, stitch_waiting_local, cityHash64(value));
 
+-- ordertrail schema, version 3: otel_traces and otel_traces_trace_id_ts become plain views over hops.
+--
+-- Until now every hop was written twice more by materialized views: a span row in otel_traces
+-- (Map columns, five bloom filter indexes, a tokenbf index) and a trace id -> time range row in
+-- otel_traces_trace_id_ts. That copy was half the cost of storing a batch, for tables that only
+-- Grafana's trace view reads, one trace at a time. hops already holds every event (the views were
+-- filled from it and nothing else), so dropping the copies loses nothing: the views compute the
+-- same columns, with the same expressions, when a query reads them.
+--
+-- Deliberate deviation from the OpenTelemetry Collector ClickHouse exporter: the column names and
+-- types are the exporter's (Grafana's trace view and its queries work unchanged), the engine is a
+-- view. Spans come out as hops stores them: a re-delivered event is one row once merged, and
+-- queries that must not see it twice before then add `SETTINGS final = 1` (FINAL on a view is
+-- ignored; the setting reaches hops). A trace is found by the bloom filter index on hops.trace_id.
+-- The trace id lookup of Grafana's trace query (WHERE TraceId = …) reads a few granules, not all.
+ALTER TABLE ordertrail.hops_local ON CLUSTER '{cluster}' ADD INDEX IF NOT EXISTS idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1;
+
+ALTER TABLE ordertrail.hops_local ON CLUSTER '{cluster}' MATERIALIZE INDEX idx_trace_id;
+
+DROP VIEW IF EXISTS ordertrail.otel_traces_trace_id_ts_mv ON CLUSTER '{cluster}';
+
+DROP VIEW IF EXISTS ordertrail.otel_traces_from_hops_mv ON CLUSTER '{cluster}';
+
+DROP TABLE IF EXISTS ordertrail.otel_traces_trace_id_ts ON CLUSTER '{cluster}';
+
+DROP TABLE IF EXISTS ordertrail.otel_traces_trace_id_ts_local ON CLUSTER '{cluster}';
+
+DROP TABLE IF EXISTS ordertrail.otel_traces ON CLUSTER '{cluster}';
+
+DROP TABLE IF EXISTS ordertrail.otel_traces_local ON CLUSTER '{cluster}';
+
+-- The exporter's traces table (exporter/clickhouseexporter, internal/sqltemplates/traces_table.sql),
+-- column for column and type for type, computed from hops: every hop is one span.
+CREATE VIEW IF NOT EXISTS ordertrail.otel_traces ON CLUSTER '{cluster}' AS SELECT
+    toDateTime64(ts, 9) AS Timestamp,
+    trace_id AS TraceId,
+    if(span_id != '', span_id, lower(hex(reinterpretAsFixedString(sipHash64(event_id))))) AS SpanId,
+    parent_span_id AS ParentSpanId,
+    '' AS TraceState,
+    hop AS SpanName,
+    CAST('Internal', 'LowCardinality(String)') AS SpanKind,
+    CAST(if(service != '', toString(service), 'unknown_service'), 'LowCardinality(String)') AS ServiceName,
+    CAST(
+        map('service.name', if(service != '', toString(service), 'unknown_service')),
+        'Map(LowCardinality(String), String)'
+    ) AS ResourceAttributes,
+    'ordertrail' AS ScopeName,
+    '' AS ScopeVersion,
+    CAST(
+        mapUpdate(
+            CAST(attrs, 'Map(LowCardinality(String), String)'),
+            mapFilter(
+                (k, v) -> v != '',
+                map(
+                    'app.order.id', order_id,
+                    'app.order.hop', toString(hop),
+                    'app.journey', toString(journey),
+                    'app.customer.id', customer_id,
+                    'app.event.id', event_id
+                )
+            )
+        ),
+        'Map(LowCardinality(String), String)'
+    ) AS SpanAttributes,
+    toUInt64(0) AS Duration,
+    CAST(multiIf(status = 'error', 'Error', status = 'ok', 'Ok', 'Unset'), 'LowCardinality(String)') AS StatusCode,
+    '' AS StatusMessage,
+    CAST([], 'Array(DateTime64(9))') AS `Events.Timestamp`,
+    CAST([], 'Array(LowCardinality(String))') AS `Events.Name`,
+    CAST([], 'Array(Map(LowCardinality(String), String))') AS `Events.Attributes`,
+    CAST([], 'Array(String)') AS `Links.TraceId`,
+    CAST([], 'Array(String)') AS `Links.SpanId`,
+    CAST([], 'Array(String)') AS `Links.TraceState`,
+    CAST([], 'Array(Map(LowCardinality(String), String))') AS `Links.Attributes`,
+    arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(ResourceAttributes, 'Array(Tuple(String, String))')) AS ResourceAttributeItems,
+    arrayMap(kv -> concat(kv.1, '=', kv.2), CAST(SpanAttributes, 'Array(Tuple(String, String))')) AS SpanAttributeItems
+FROM ordertrail.hops;
+
+-- The exporter's trace id -> time range lookup, which Grafana uses to narrow a trace query.
+CREATE VIEW IF NOT EXISTS ordertrail.otel_traces_trace_id_ts ON CLUSTER '{cluster}' AS SELECT
+    trace_id AS TraceId,
+    CAST(min(toDateTime(ts)), 'SimpleAggregateFunction(min, DateTime)') AS Start,
+    CAST(max(toDateTime(ts)), 'SimpleAggregateFunction(max, DateTime)') AS End
+FROM ordertrail.hops
+WHERE trace_id != ''
+GROUP BY trace_id;
+
 -- The migrations this file covers: Store.open on any node then has nothing to apply.
-INSERT INTO ordertrail.schema_migrations (version, name, applied_at) VALUES (1, 'init', now64(3)), (2, 'order_keys', now64(3));
+INSERT INTO ordertrail.schema_migrations (version, name, applied_at) VALUES (1, 'init', now64(3)), (2, 'order_keys', now64(3)), (3, 'otel_views', now64(3));

@@ -42,12 +42,12 @@ def test_datasources_are_prometheus_and_clickhouse_with_otel_traces() -> None:
     assert ch["type"] == "grafana-clickhouse-datasource"
     traces = ch["jsonData"]["traces"]
     assert traces["defaultTable"] == "otel_traces" and traces["otelEnabled"] is True
-    # the column names are those of tracer/migrations' otel_traces
-    sql = (DATASOURCES_FILE.parents[3] / "tracer" / "migrations" / "0001_init.sql").read_text()
-    table = sql[sql.index(".otel_traces\n") : sql.index("ENGINE", sql.index(".otel_traces\n"))]
+    # the column names are those of tracer/migrations' otel_traces (a view over hops since 0003)
+    sql = (DATASOURCES_FILE.parents[3] / "tracer" / "migrations" / "0003_otel_views.sql").read_text()
+    view = sql[sql.index(".otel_traces AS SELECT") : sql.index("\nFROM ", sql.index(".otel_traces AS SELECT"))]
     for key, column in traces.items():
         if key.endswith("Column"):
-            assert re.search(rf"^\s+{column} ", table, re.M), f"traces.{key}: {column} is not a column of otel_traces"
+            assert re.search(rf" AS {column},?$", view, re.M), f"traces.{key}: {column} is not a column of otel_traces"
 
 
 def test_the_provider_loads_the_dashboards_from_files() -> None:

@@ -373,17 +373,53 @@ def test_hops_become_spans_through_the_view(chdb: Store) -> None:
 
 
 @pytest.mark.integration
+def test_spans_are_views_over_hops_found_by_the_trace_id_index(chdb: Store) -> None:
+    engines = dict(chdb._rows(f"SELECT name, engine FROM system.tables WHERE database = '{chdb._db}'"))
+    assert engines["otel_traces"] == engines["otel_traces_trace_id_ts"] == "View"
+    assert not {t for t, e in engines.items() if e == "MaterializedView"}  # a hop is written once
+    chdb.write([ev("o1", "checkout.placed", T0)], [], [])
+    chdb.write([ev("o1", "checkout.placed", T0)], [], [])  # re-delivered: one span under final = 1
+    plan = "\n".join(
+        r[0] for r in chdb._rows(f"EXPLAIN indexes = 1 SELECT * FROM {chdb._db}.otel_traces WHERE TraceId = '{TRACE}'")
+    )
+    assert "idx_trace_id" in plan
+    spans = chdb._rows(f"SELECT SpanName FROM {chdb._db}.otel_traces WHERE TraceId = '{TRACE}' SETTINGS final = 1")
+    assert spans == [("checkout.placed",)]
+
+
+@pytest.mark.integration
+def test_migration_3_keeps_the_spans_of_a_version_2_store(chdb_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracer.clickhouse
+
+    every = migrations()
+    monkeypatch.setattr(tracer.clickhouse, "migrations", lambda: [m for m in every if m[0] <= 2])
+    with Store.open(f"chdb://{chdb_dir}", database="upgraded") as old:
+        old.write([ev("o1", "checkout.placed", T0)], [], [snap("o1")])
+        assert old._rows("SELECT engine FROM system.tables WHERE database = 'upgraded' AND name = 'otel_traces'") == [
+            ("ReplacingMergeTree",)
+        ]
+    monkeypatch.setattr(tracer.clickhouse, "migrations", lambda: every)
+    with Store.open(f"chdb://{chdb_dir}", database="upgraded") as new:
+        assert new.migrations_applied == [3]
+        tables = {r[0] for r in new._rows("SELECT name FROM system.tables WHERE database = 'upgraded'")}
+        spans = new._rows("SELECT TraceId, SpanName FROM upgraded.otel_traces")
+        [(start,)] = new._rows(
+            f"SELECT toUnixTimestamp(Start) FROM upgraded.otel_traces_trace_id_ts WHERE TraceId = '{TRACE}'"
+        )
+    assert spans == [(TRACE, "checkout.placed")] and start == T0 // 1000
+    assert not {"otel_traces_from_hops_mv", "otel_traces_trace_id_ts_mv"} & tables
+
+
+@pytest.mark.integration
 def test_ttl_days_sets_and_removes_the_ttl_of_every_table(chdb: Store, chdb_dir: Path) -> None:
     def ttls() -> dict[str, bool]:
         rows = chdb._rows(f"SELECT name, engine_full FROM system.tables WHERE database = '{chdb._db}'")
-        return {
-            name: "toIntervalDay(7)" in engine for name, engine in rows if name in ("hops", "orders", "otel_traces")
-        }
+        return {name: "toIntervalDay(7)" in engine for name, engine in rows if name in ("hops", "orders", "trail")}
 
     Store.open(f"chdb://{chdb_dir}", database=chdb._db, ttl_days=7).close()
-    assert ttls() == {"hops": True, "orders": True, "otel_traces": True}
+    assert ttls() == {"hops": True, "orders": True, "trail": True}
     Store.open(f"chdb://{chdb_dir}", database=chdb._db).close()
-    assert ttls() == {"hops": False, "orders": False, "otel_traces": False}
+    assert ttls() == {"hops": False, "orders": False, "trail": False}
 
 
 @pytest.mark.integration

@@ -50,6 +50,28 @@ def test_views_read_and_write_the_local_tables() -> None:
     )
 
 
+def test_plain_views_read_the_distributed_tables() -> None:
+    view = "CREATE VIEW IF NOT EXISTS {database}.v AS SELECT order_id AS o FROM {database}.t;\n"
+    sql = cluster_schema("db", "c", [(1, "x", table("t") + view)])
+    assert "CREATE VIEW IF NOT EXISTS db.v ON CLUSTER 'c' AS SELECT order_id AS o FROM db.t;" in sql
+
+
+def test_a_dropped_table_goes_with_its_local_table_and_is_never_created() -> None:
+    mv = "CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.a_mv\nTO {database}.b\nAS SELECT * FROM {database}.a;\n"
+    drop = "DROP VIEW IF EXISTS {database}.a_mv;\n\nDROP TABLE IF EXISTS {database}.b;\n"
+    sql = cluster_schema("db", "c", [(1, "x", table("a") + table("b") + mv), (2, "y", drop)])
+    assert "CREATE TABLE IF NOT EXISTS db.a_local" in sql and "CREATE TABLE IF NOT EXISTS db.b" not in sql
+    assert "CREATE MATERIALIZED VIEW" not in sql and "-- (b: not created, migration 0002 drops it)" in sql
+    assert "DROP VIEW IF EXISTS db.a_mv ON CLUSTER 'c';" in sql
+    assert "DROP TABLE IF EXISTS db.b ON CLUSTER 'c';\n\nDROP TABLE IF EXISTS db.b_local ON CLUSTER 'c';" in sql
+
+
+def test_index_changes_alter_the_local_table() -> None:
+    alter = "ALTER TABLE {database}.t ADD INDEX IF NOT EXISTS i order_id TYPE bloom_filter GRANULARITY 1;\n"
+    sql = cluster_schema("db", "c", [(1, "x", table("t")), (2, "y", alter)])
+    assert "ALTER TABLE db.t_local ON CLUSTER 'c' ADD INDEX IF NOT EXISTS i order_id TYPE bloom_filter" in sql
+
+
 def test_a_table_without_order_id_or_shard_key_is_refused() -> None:
     with pytest.raises(ClusterSchemaError, match="migration 0002_extra: table t has no order_id column; add its"):
         cluster_schema("db", "c", [(2, "extra", table("t", column="x"))])
@@ -78,6 +100,6 @@ def test_every_statement_of_the_deploy_schema_parses_in_clickhouse() -> None:
     done = subprocess.run([sys.executable, "-c", script, str(SCHEMA_FILE)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     formatted = json.loads(done.stdout.splitlines()[-1])
-    creates = [f for f in formatted if f.startswith("CREATE")]
-    assert len(formatted) == SCHEMA_FILE.read_text().count(";\n") and len(creates) == len(formatted) - 1
-    assert all("ON CLUSTER `{cluster}`" in f or "ON CLUSTER '{cluster}'" in f for f in creates), creates[0]
+    ddl = [f for f in formatted if not f.startswith("INSERT")]
+    assert len(formatted) == SCHEMA_FILE.read_text().count(";\n") and len(ddl) == len(formatted) - 1
+    assert all("ON CLUSTER `{cluster}`" in f or "ON CLUSTER '{cluster}'" in f for f in ddl), ddl[0]
