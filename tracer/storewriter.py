@@ -156,8 +156,8 @@ class StoreWriter:
                 self._cond.release()
                 try:
                     write.run(self._sink)
-                except TracerError as exc:
-                    error: TracerError | None = exc
+                except BaseException as exc:  # the batch must settle, or the processor would wait forever
+                    error: TracerError | None = exc if isinstance(exc, TracerError) else StoreError(str(exc))
                 else:
                     error = None
                 finally:
