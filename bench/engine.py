@@ -4,9 +4,7 @@ open order, and ``ordertrail backtest`` end to end.
 * ``throughput``: the same NDJSON, in arrival order, through ``tracer.events.decode_line`` and a
   ``tracer.engine.Tracer`` (the clock advanced to the latest event time before each event, as a
   replay does) and, in batches, ``tracer.clickhouse.Store.write`` (hops, findings, order
-  snapshots) through ``tracer.storewriter.StoreWriter`` (the store writes batch N while the engine
-  works on N+1, as the Processor and ``backtest --store`` do) — next to ``bench.reference`` on the
-  same file, whose insert is synchronous. With and without the store.
+  snapshots) — next to ``bench.reference`` on the same file. With and without the store.
 * ``phases``: decoding and the engine timed in separate passes, to show where the time goes.
 * ``memory``: RSS growth of a fresh interpreter holding N open orders that have seen
   checkout.placed and payment.authorized (deadlines armed), ``track_snapshots=False``.
@@ -83,10 +81,8 @@ def throughput(ctx: Context) -> Section:
     if with_store:
         o, r = best["engine+store"], best["reference+store"]
         section.notes.append(
-            f"Time in the store: {o['store_write_seconds']:.2f} s in Store.write (hops, findings, orders, trail) on "
-            f"the store writer's thread (tracer.storewriter, as the Processor and `backtest --store` write), of which "
-            f"the engine's thread waited {o['store_seconds']:.2f} s of {o['seconds']:.2f} s; "
-            f"{o['drain_seconds']:.2f} s in Tracer.drain_findings/drain_snapshots; the reference spent "
+            f"Time in the store: {o['store_seconds']:.2f} s of {o['seconds']:.2f} s in Store.write (hops, findings, "
+            f"orders), and {o['drain_seconds']:.2f} s in Tracer.drain_findings/drain_snapshots; the reference spent "
             f"{r['store_seconds']:.2f} s of {r['seconds']:.2f} s in its insert. "
             f"Stored: {o['stored']:,} hop rows, {o['findings_written']:,} finding versions, "
             f"{o['snapshots_written']:,} order snapshots."
@@ -237,15 +233,10 @@ def measure_throughput(lines: list[bytes], journeys_path: Path, db: Path | None,
     from tracer.journeys import load_journeys
 
     store: Any = None
-    writer: Any = None
-    timed: Any = None
     if db is not None:
         from tracer.clickhouse import Store
-        from tracer.storewriter import StoreWriter
 
         store = Store.open(f"chdb://{db.resolve()}")
-        timed = _Timed(store)
-        writer = StoreWriter(timed)  # as the Processor and `backtest --store` write: behind the engine
     tracer = Tracer(load_journeys(journeys_path), track_snapshots=store is not None)
     on_event, advance = tracer.on_event, tracer.advance
     events: list[Any] = []
@@ -254,15 +245,15 @@ def measure_throughput(lines: list[bytes], journeys_path: Path, db: Path | None,
     store_s = drain_s = 0.0
 
     def flush() -> float:
-        nonlocal findings_written, snapshots_written, drain_s, events
+        nonlocal findings_written, snapshots_written, drain_s
         began = time.perf_counter()
         found, snaps = tracer.drain_findings(), tracer.drain_snapshots()
         drained = time.perf_counter()
         drain_s += drained - began
         findings_written += len(found)
         snapshots_written += len(snaps)
-        writer.write(events, found, snaps)
-        events = []  # the writer holds the batch until it is stored
+        store.write(events, found, snaps)
+        events.clear()
         return time.perf_counter() - drained
 
     started = time.perf_counter()
@@ -282,9 +273,6 @@ def measure_throughput(lines: list[bytes], journeys_path: Path, db: Path | None,
                 store_s += flush()
     if store is not None:
         store_s += flush()
-        began = time.perf_counter()
-        writer.close()  # the last batch stored
-        store_s += time.perf_counter() - began
     else:
         tracer.drain_findings()
     seconds = time.perf_counter() - started
@@ -297,8 +285,7 @@ def measure_throughput(lines: list[bytes], journeys_path: Path, db: Path | None,
         "events": len(lines),
         "seconds": seconds,
         "events_per_s": len(lines) / seconds,
-        "store_seconds": store_s,  # the engine's thread waiting for the store (handing over, backpressure)
-        "store_write_seconds": timed.seconds if timed is not None else 0.0,  # in Store.write, on the writer thread
+        "store_seconds": store_s,
         "drain_seconds": drain_s,
         "stored": stored,
         "findings_written": findings_written,
@@ -309,24 +296,6 @@ def measure_throughput(lines: list[bytes], journeys_path: Path, db: Path | None,
         "resolved": stats.resolved,
         "open_orders": len(tracer),
     }
-
-
-class _Timed:
-    """The store, timing its writes (on the writer's thread)."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.seconds = 0.0
-
-    def write(self, events: Any, findings: Any, snapshots: Any) -> None:
-        began = time.perf_counter()
-        try:
-            self._store.write(events, findings, snapshots)
-        finally:
-            self.seconds += time.perf_counter() - began
-
-    def open_orders(self, partitions: Any = None) -> Any:
-        return self._store.open_orders(partitions)
 
 
 def measure_phases(lines: list[bytes], journeys_path: Path) -> dict[str, Any]:

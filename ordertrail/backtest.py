@@ -26,7 +26,7 @@ import re
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from itertools import compress, islice
@@ -42,7 +42,6 @@ from tracer.events import decode_line
 from tracer.journeys import Journeys, load_journeys
 from tracer.model import FINDING_KINDS, OPEN, RESOLVED, Finding, HopEvent
 from tracer.stitch import Stitcher
-from tracer.storewriter import StoreWriter
 from tracer.times import DURATION_HELP, TS_HELP, parse_duration, parse_ts
 
 EXIT_OK: Final = 0
@@ -406,49 +405,16 @@ def _open_events(name: str, stack: ExitStack) -> tuple[IO[bytes], int | None, Ca
 
 
 class _GuardedStore:
-    """A store whose every failure is a StoreError, closed once. Batches are written in the
-    background (``tracer.storewriter``: the replay goes on with the next batch meanwhile); a
-    failure surfaces at the next write or at ``close``, which waits for the last batch."""
+    """A store whose every failure is a StoreError, closed once."""
 
     def __init__(self, store: Store) -> None:
         self._store: Store | None = store
-        self._writer = StoreWriter(_Writes(store))
 
     def write(
         self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
     ) -> None:
         if self._store is None:
             raise StoreError("the store is closed")
-        self._writer.write(events, findings, snapshots)
-
-    def close(self) -> None:
-        store, self._store = self._store, None
-        if store is not None:
-            try:
-                self._writer.close()
-            finally:
-                try:
-                    store.close()
-                except StoreError:
-                    raise
-                except Exception as exc:
-                    raise StoreError(f"the store failed while closing: {exc}") from exc
-
-    def close_quietly(self) -> None:
-        # Only called when the run already failed for another reason, which is the one to report.
-        with suppress(StoreError):
-            self.close()
-
-
-class _Writes:
-    """The store as the writer's sink: a driver error is a store failure of the replay."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def write(
-        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
-    ) -> None:
         try:
             self._store.write(events, findings, snapshots)
         except StoreError:
@@ -456,8 +422,20 @@ class _Writes:
         except Exception as exc:  # a driver error is a store failure too
             raise StoreError(f"the store failed during the replay: {exc}") from exc
 
-    def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
-        raise StoreError("a backtest reads no open orders")
+    def close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                store.close()
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"the store failed while closing: {exc}") from exc
+
+    def close_quietly(self) -> None:
+        # Only called when the run already failed for another reason, which is the one to report.
+        with suppress(StoreError):
+            self.close()
 
 
 def _usage(problems: list[str], stderr: TextIO) -> int:

@@ -43,7 +43,6 @@ from tracer.lookup import build_order_view, explain_unknown, search_views
 from tracer.model import Finding, HopEvent, event_to_wire
 from tracer.processor import DeadLetterSink, FindingListener, Processor, Sink, Source
 from tracer.stitch import Stitcher
-from tracer.storewriter import StoreWriter
 from tracer.waiting import WaitingTracer
 
 log = logging.getLogger("ordertrail.pipeline")
@@ -84,13 +83,11 @@ class Pipeline:
         labels = MetricLabels(journeys)
         # The store as the tracer writes it (on Kafka: findings published first), timed and counted.
         sink = MeteredSink(sink or store or _IDLE, labels, self.registry)
-        # The store writes batch N while the engine works on N+1; positions wait for the store.
-        self.writer = StoreWriter(sink, source or _IDLE)
         # Stitching re-keyed orders (docs/stitching.md): only when the journeys declare other keys.
         self.stitcher = Stitcher(journeys, lookup=store.key_links if store is not None else None)
         self.processor = Processor(
-            self.writer,
-            self.writer,
+            source or _IDLE,
+            sink,
             self.tracer,
             self.clock,
             partitions,
@@ -145,15 +142,6 @@ class Pipeline:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                log.error(
-                    "the tracer thread did not stop within %.0f s; its last batch is read again on restart", timeout_s
-                )
-            else:  # the last batch handed to the store: stored and committed now, on this thread
-                try:
-                    self.writer.close()
-                except TracerError as exc:
-                    log.error("final store write failed (%s); the records will be read again on restart", exc)
         self.watch.stop()
 
     def _warm_lookup_context(self) -> None:

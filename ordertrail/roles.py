@@ -195,7 +195,7 @@ def _kafka_tracing(parts: _Parts) -> Iterator[Pipeline]:
                 topic_partitions=len(bus.partitions(HOPS_TOPIC)),
                 role=role,
             )
-            ownership.bind(pipeline.processor, pipeline.writer)  # restores read after the writes in flight
+            ownership.bind(pipeline.processor)
             yield pipeline
         finally:
             consumer.close()

@@ -4,16 +4,12 @@ its consumer group assigns it, so the processor loop runs unchanged over a share
 ``Ownership`` sits between the processor and a group consumer: it is the processor's ``Source``
 (``poll``/``commit``/``lag`` pass through) and the consumer's ``RebalanceListener``.
 
-* Revoked partitions: the processor polls only after it has handed everything it read to the
-  store, and at most one batch is still being written (``tracer.storewriter``); its positions are
-  committed once it is stored, for the partitions still owned only (the consumer skips the others),
-  so the new owner reads those records again, as after a kill -9 between store and commit. Its
-  rows carry store versions taken before the rebalance, so the new owner's later state wins
-  whichever lands first. Their orders are dropped from memory and the clock forgets them.
+* Revoked partitions: the processor polls only after it has stored and committed everything it
+  read, so at revocation nothing derived is unstored or uncommitted ("flush and commit" holds by
+  construction). Their orders are dropped from memory and the clock forgets them.
 * Gained partitions arrive held (the consumer pauses them before fetching). At the next poll —
-  when everything read so far is handed to the store — every owned partition is held and a worker
-  thread reads their open orders from the store (through the writer given to ``bind``: once the
-  batch in flight is stored); ``poll`` keeps running meanwhile, so the member stays in the
+  when everything read so far is stored — every owned partition is held and a worker thread reads
+  their open orders from the store; ``poll`` keeps running meanwhile, so the member stays in the
   group. Then the engine drops every order it holds, forgets the time it had reached
   (``Tracer.rewind``, ``PartitionClock.restart``), takes the open orders of all its partitions
   back, and the partitions resume from their committed positions.
@@ -89,13 +85,9 @@ class Ownership:
         self._not_before = 0.0
         self._lock = threading.Lock()
 
-    def bind(self, processor: Processor, store: OpenOrders | None = None) -> None:
-        """The processor this ownership steers (built with this object as its source), and where
-        open orders are read from if not the store given at construction: the processor's
-        ``tracer.storewriter.StoreWriter``, which reads once the batch it is writing is stored."""
+    def bind(self, processor: Processor) -> None:
+        """The processor this ownership steers (built with this object as its source)."""
         self._processor = processor
-        if store is not None:
-            self._store = store
         processor.partitions = sorted(self.owned)
 
     @property

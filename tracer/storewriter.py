@@ -23,6 +23,18 @@ a restore sees everything read before it; with a failed batch it raises ``StoreE
 caller retries. Listeners of the processor hear of a batch's findings when it is handed over,
 before it is stored: at least once either way, as their effects are idempotent.
 
+Not wired into the product (``ordertrail.pipeline``, ``backtest --store``) for now, because on the
+machine it was measured on it made the tracer slower, not faster: two cores shared with other
+work, so no core was free for the insert, and about half of ``Store.write`` is Python
+(clickhouse-connect building Native columns) that holds the GIL the engine needs. Quick throughput
+benchmark with the store: 25.3k-25.7k events/s with it, 32.4k-32.9k without (synchronous writes);
+300k events: 16.2-18.8 s with it, 15.8 s without; the process also used 1.5-3 s more CPU. Where
+a core is free, or the store is a remote server (the tracer waits on the network while it
+writes), it should hide most of the insert. To use it, measure first, then: in
+``ordertrail.pipeline.Pipeline``, ``StoreWriter(metered_sink, source)`` as the Processor's sink and
+source, ``close()`` it once the tracer thread has stopped, and on Kafka let ``Ownership`` read open
+orders through it (after the batch in flight).
+
 Imports only the tracer's model and errors; the protocols it wraps are ``tracer.processor``'s.
 """
 
