@@ -30,10 +30,12 @@ nothing (tested); the files are not fsync'd, so a power loss may. Versions are `
 strictly increasing within the process, and start above the highest stored one after a restart.
 Re-delivered events (same ``event_id``), within a batch or across batches, merge away in the
 background and are deduplicated by the readers until then (inserts skip ClickHouse's dedupe pass,
-``optimize_on_insert=0``). Where the time of a write goes (200k events, chDB, this machine, before
-migration 0003): hops 40 % (of which the ``otel_traces`` materialized copy 60 %, which 0003
-removed), trail 25 %, orders 15 %, building the columns in Python 15 %; ``LowCardinality`` columns are sent as
-plain strings so that the server, not Python, builds their dictionaries.
+``optimize_on_insert=0``). Where the time of a write goes (200k events in batches of 20k, chDB,
+this machine): before migration 0003, ~5 s: hops 40 % (60 % of it the ``otel_traces``
+materialized copy, which 0003 removed), trail 25 %, orders 15 %; after, ~3.9 s: trail 37 %, hops
+21 %, orders 16 %, findings 7 %, building the columns in Python 20 % (each insert's share includes
+clickhouse-connect serializing it, about half of a write is Python). ``LowCardinality`` columns
+are sent as plain strings so that the server, not Python, builds their dictionaries.
 
 chDB facts, checked with chdb 4.4 / clickhouse-connect 1.12: one process runs one embedded engine,
 on one directory. Several clients (and Stores) on the same directory in one process share it;
