@@ -26,7 +26,7 @@ import re
 import sys
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from itertools import compress, islice
@@ -41,7 +41,9 @@ from tracer.errors import EventError, JourneysError, StoreError
 from tracer.events import decode_line
 from tracer.journeys import Journeys, load_journeys
 from tracer.model import FINDING_KINDS, OPEN, RESOLVED, Finding, HopEvent
+from tracer.processor import Sink
 from tracer.stitch import Stitcher
+from tracer.storewriter import PreparingSink, StoreWriter
 from tracer.times import DURATION_HELP, TS_HELP, parse_duration, parse_ts
 
 EXIT_OK: Final = 0
@@ -405,16 +407,51 @@ def _open_events(name: str, stack: ExitStack) -> tuple[IO[bytes], int | None, Ca
 
 
 class _GuardedStore:
-    """A store whose every failure is a StoreError, closed once."""
+    """A store whose every failure is a StoreError, closed once. Batches are inserted in the
+    background (``tracer.storewriter``: the ClickHouse store serializes a batch on this thread,
+    then the replay goes on with the next one while it is inserted); a failure surfaces at the
+    next write or at ``close``, which waits for the last batch."""
 
     def __init__(self, store: Store) -> None:
         self._store: Store | None = store
+        sink = cast("Sink", store) if isinstance(store, PreparingSink) else _Writes(store)
+        self._writer = StoreWriter(sink)
 
     def write(
         self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
     ) -> None:
         if self._store is None:
             raise StoreError("the store is closed")
+        self._writer.write(events, findings, snapshots)
+
+    def close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                self._writer.close()
+            finally:
+                try:
+                    store.close()
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    raise StoreError(f"the store failed while closing: {exc}") from exc
+
+    def close_quietly(self) -> None:
+        # Only called when the run already failed for another reason, which is the one to report.
+        with suppress(StoreError):
+            self.close()
+
+
+class _Writes:
+    """The store as the writer's sink: a driver error is a store failure of the replay."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def write(
+        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+    ) -> None:
         try:
             self._store.write(events, findings, snapshots)
         except StoreError:
@@ -422,20 +459,8 @@ class _GuardedStore:
         except Exception as exc:  # a driver error is a store failure too
             raise StoreError(f"the store failed during the replay: {exc}") from exc
 
-    def close(self) -> None:
-        store, self._store = self._store, None
-        if store is not None:
-            try:
-                store.close()
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"the store failed while closing: {exc}") from exc
-
-    def close_quietly(self) -> None:
-        # Only called when the run already failed for another reason, which is the one to report.
-        with suppress(StoreError):
-            self.close()
+    def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
+        raise StoreError("a backtest reads no open orders")
 
 
 def _usage(problems: list[str], stderr: TextIO) -> int:

@@ -23,8 +23,10 @@ so a lookup reading three tables took ~10 ms at 5M events, and one ``doc`` colum
 table ~4 ms. Searches and restores read the typed tables, where filters and indexes apply.
 
 Writes: ``write()`` is one column-oriented insert per table with integer-millisecond times, never
-a query per event, in the order hops → findings → orders → trail, so that a crash between them never
-leaves a stored order whose raised findings are not stored. It returns once chDB or the server
+a query per event (``prepare()`` serializes them, Native format, without the client;
+``write_prepared()`` inserts them: ``tracer.storewriter`` runs the two on different threads), in
+the order hops → findings → orders → trail, so that a crash between them never leaves a stored
+order whose raised findings are not stored. It returns once chDB or the server
 has written the parts (synchronous inserts, ``async_insert=0``): a kill -9 after it returned loses
 nothing (tested); the files are not fsync'd, so a power loss may. Versions are ``time_ns``-based,
 strictly increasing within the process, and start above the highest stored one after a restart.
@@ -131,6 +133,12 @@ _FINDING_SELECT: Final = _select(_FINDING_COLUMNS)
 _SNAPSHOT_SELECT: Final = _select(_SNAPSHOT_COLUMNS)
 
 
+class PreparedWrite(msgspec.Struct, frozen=True):
+    """A batch serialized by ``Store.prepare``: (table, rows, Native-format body) per insert."""
+
+    inserts: tuple[tuple[str, int, bytes], ...]
+
+
 class OrderRecord(msgspec.Struct, frozen=True):
     """Everything stored about one order, for the lookup."""
 
@@ -174,6 +182,7 @@ class Store:
         self._lock = threading.Lock()
         self._version = 0
         self._types: dict[str, Sequence[Any]] = {}
+        self._server_tz: Any = None  # the client's, for serializing rows without it
         self.migrations_applied: list[int] = []  # versions this open() applied, in order
 
     # -- opening --------------------------------------------------------------------------------
@@ -209,6 +218,7 @@ class Store:
             )
             for table in _INSERT_COLUMNS:
                 store._types[table] = store._column_types(table)
+            store._server_tz = store._client.server_tz
         except BaseException:
             store.close()
             raise
@@ -272,8 +282,16 @@ class Store:
         self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
     ) -> None:
         """Store one batch: one insert per table. Durable when it returns; raises StoreError."""
+        self.write_prepared(self.prepare(events, findings, snapshots))
+
+    def prepare(
+        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+    ) -> PreparedWrite:
+        """The Python half of ``write``: versions taken, every table's rows serialized (Native
+        format). ``write_prepared`` then only inserts them, mostly without the GIL, so a
+        ``tracer.storewriter.StoreWriter`` prepares on the engine's thread and inserts on its own."""
         if not (events or findings or snapshots):
-            return
+            return PreparedWrite(())
         now = self._now_ns()
         if events and snapshots:  # an event naming no journey or customer is stored with its order's
             known = {s.order_id: s for s in snapshots}
@@ -281,14 +299,47 @@ class Store:
         with self._lock:
             version = max(now, self._version + 1)
             self._version = version + len(findings) + len(snapshots)
+        inserts = []
         if events:
-            self._insert("hops", [*_columns(events, _EVENT_FIELDS), [now // 1_000_000] * len(events)])
+            inserts.append(self._native("hops", [*_columns(events, _EVENT_FIELDS), [now // 1_000_000] * len(events)]))
         if findings:
-            self._insert("findings", [*_columns(findings, _FINDING_FIELDS), _versions(version, len(findings))])
+            columns = [*_columns(findings, _FINDING_FIELDS), _versions(version, len(findings))]
+            inserts.append(self._native("findings", columns))
         if snapshots:
-            v = version + len(findings)
-            self._insert("orders", [*_columns(snapshots, _SNAPSHOT_FIELDS), _versions(v, len(snapshots))])
-        self._insert("trail", _trail_columns(events, findings, snapshots, version))
+            columns = [*_columns(snapshots, _SNAPSHOT_FIELDS), _versions(version + len(findings), len(snapshots))]
+            inserts.append(self._native("orders", columns))
+        inserts.append(self._native("trail", _trail_columns(events, findings, snapshots, version)))
+        return PreparedWrite(tuple(inserts))
+
+    def write_prepared(self, prepared: PreparedWrite) -> None:
+        """Insert a prepared batch, table by table in ``write``'s order. Durable when it returns."""
+        for table, rows, body in prepared.inserts:
+            with self._lock:
+                try:
+                    self._client.raw_insert(
+                        f"{self._db}.{table}", list(_INSERT_COLUMNS[table]), insert_block=body, fmt="Native"
+                    )
+                except Exception as exc:
+                    raise self._error(f"writing {rows} rows to {table}", exc) from exc
+
+    def _native(self, table: str, columns: Sequence[Sequence[Any]]) -> tuple[str, int, bytes]:
+        """(table, rows, the rows in ClickHouse's Native format, uncompressed), built as
+        clickhouse-connect's insert builds them, without the client (so without the lock: a
+        write in flight on another thread goes on meanwhile)."""
+        from clickhouse_connect.driver.insert import InsertContext
+        from clickhouse_connect.driver.transform import NativeTransform
+
+        names = list(_INSERT_COLUMNS[table])
+        ctx = InsertContext(
+            f"{self._db}.{table}", names, self._types[table], columns, column_oriented=True, server_tz=self._server_tz
+        )
+        try:
+            body = b"".join(NativeTransform.build_insert(ctx))
+        except Exception as exc:
+            raise self._error(f"serializing {len(columns[0])} rows for {table}", exc) from exc
+        if body.startswith(b"INSERT INTO "):  # the statement, for a request body: raw_insert sends its own
+            body = body[body.index(b"\n") + 1 :]
+        return table, len(columns[0]), body
 
     def _insert(self, table: str, columns: Sequence[Sequence[Any]], names: Sequence[str] | None = None) -> None:
         with self._lock:

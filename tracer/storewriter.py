@@ -1,10 +1,21 @@
-"""Writes the store behind the engine: the engine works on batch N+1 while the store writes batch N.
+"""Writes the store behind the engine: the engine works on batch N+1 while the store inserts batch N.
 
 ``StoreWriter(sink, source)`` is both the processor's ``Sink`` and its ``Source``: ``write`` hands
 the batch to a writer thread and returns, ``commit`` holds the positions back until every batch
 written before them is stored, and ``poll`` passes through (committing what has been stored by
-then). chDB and the ClickHouse client release the GIL while a query runs, so on a second core the
-insert overlaps the decoding and the engine.
+then). A ``PreparingSink`` (``tracer.clickhouse.Store``) is split in two: ``prepare`` (building
+and serializing the rows: Python, about half of a write) runs on the caller's thread, and only
+``write_prepared`` (the insert, which chDB and the HTTP client run without the GIL) on the
+writer's. Run whole on the writer's thread, the two threads fought over the GIL and the tracer got
+slower (quick throughput 25k events/s against 32k writing synchronously); split, it is faster:
+34k-37k against 30k-32k (quick), 300k events 24.7k-26.2k against 19.7k-24.1k events/s.
+
+Used by ``ordertrail backtest --store`` (and the throughput benchmark, which measures that path).
+Not yet by the live ``Processor``: its sink is the metered store (``ordertrail.metrics.MeteredSink``)
+and on Kafka the findings publisher (``tracer.findings_topic.PublishingSink``), which would need
+``prepare``/``write_prepared`` too; then ``ordertrail.pipeline.Pipeline`` builds
+``StoreWriter(sink, source)`` as the Processor's sink and source, closes it once the tracer thread
+has stopped, and ``Ownership`` reads open orders through it (after the batch in flight).
 
 Delivery does not change (ARCHITECTURE "Delivery and state"): positions are committed only after
 the store has every batch derived from the records before them, on the thread that polls (a Kafka
@@ -23,18 +34,6 @@ a restore sees everything read before it; with a failed batch it raises ``StoreE
 caller retries. Listeners of the processor hear of a batch's findings when it is handed over,
 before it is stored: at least once either way, as their effects are idempotent.
 
-Not wired into the product (``ordertrail.pipeline``, ``backtest --store``) for now, because on the
-machine it was measured on it made the tracer slower, not faster: two cores shared with other
-work, so no core was free for the insert, and about half of ``Store.write`` is Python
-(clickhouse-connect building Native columns) that holds the GIL the engine needs. Quick throughput
-benchmark with the store: 25.3k-25.7k events/s with it, 32.4k-32.9k without (synchronous writes);
-300k events: 16.2-18.8 s with it, 15.8 s without; the process also used 1.5-3 s more CPU. Where
-a core is free, or the store is a remote server (the tracer waits on the network while it
-writes), it should hide most of the insert. To use it, measure first, then: in
-``ordertrail.pipeline.Pipeline``, ``StoreWriter(metered_sink, source)`` as the Processor's sink and
-source, ``close()`` it once the tracer thread has stopped, and on Kafka let ``Ownership`` read open
-orders through it (after the batch in flight).
-
 Imports only the tracer's model and errors; the protocols it wraps are ``tracer.processor``'s.
 """
 
@@ -43,7 +42,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from tracer.errors import StoreError, TracerError
 
@@ -56,20 +55,40 @@ if TYPE_CHECKING:
 log = logging.getLogger("ordertrail.storewriter")
 
 
+@runtime_checkable
+class PreparingSink(Protocol):
+    """A sink whose write splits in two (``tracer.clickhouse.Store``): ``prepare`` (the Python
+    half: serializing, holds the GIL) runs on the caller's thread, ``write_prepared`` (the insert,
+    mostly without the GIL) on the writer's, so the two threads do not fight over the GIL."""
+
+    def prepare(
+        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+    ) -> Any: ...
+    def write_prepared(self, prepared: Any) -> None: ...
+
+
 class _Write:
-    __slots__ = ("error", "events", "findings", "reported", "snapshots", "stored")
+    __slots__ = ("error", "events", "findings", "prepared", "reported", "snapshots", "stored")
 
     def __init__(
-        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+        self,
+        events: Sequence[HopEvent],
+        findings: Sequence[Finding],
+        snapshots: Sequence[OrderSnapshot],
+        prepared: Any = None,
     ) -> None:
         self.events, self.findings, self.snapshots = events, findings, snapshots
+        self.prepared = prepared  # set when the sink prepares: then only this is inserted
         self.stored = False
         self.error: TracerError | None = None
         self.reported = False  # the error was raised to the processor once; later calls retry
 
     def run(self, sink: Sink) -> None:
         try:
-            sink.write(self.events, self.findings, self.snapshots)
+            if self.prepared is not None:
+                cast("PreparingSink", sink).write_prepared(self.prepared)
+            else:
+                sink.write(self.events, self.findings, self.snapshots)
         except TracerError:
             raise
         except Exception as exc:  # an unexpected driver error is a store error too (as the processor says)
@@ -94,12 +113,21 @@ class StoreWriter:
     def write(
         self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
     ) -> None:
-        """Hand the batch over once the one before is stored (and its positions committed)."""
+        """Hand the batch over once the one before is stored (and its positions committed). A
+        ``PreparingSink`` prepares it first, here, while the one before is still being inserted."""
+        prepared = None
+        if isinstance(self._sink, PreparingSink) and (events or findings or snapshots):
+            try:
+                prepared = self._sink.prepare(events, findings, snapshots)
+            except TracerError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"the store failed: {exc}") from exc
         self._settle(wait=True)
         with self._cond:
             if self._closed:
                 raise StoreError("the store writer is closed")
-            self._write = _Write(events, findings, snapshots)
+            self._write = _Write(events, findings, snapshots, prepared)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ordertrail-store-writer", daemon=True)
                 self._thread.start()

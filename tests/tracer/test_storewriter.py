@@ -182,3 +182,51 @@ def test_a_refused_commit_is_kept_for_the_next_call_and_polling_goes_on() -> Non
     writer.commit({0: 2})
     writer.close()
     assert source.committed == {0: 2}
+
+
+@dataclass
+class PreparingFake(GatedSink):
+    """A two-phase sink: records on which thread each half ran."""
+
+    threads: list[tuple[str, str]] = field(default_factory=list)
+
+    def prepare(
+        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+    ) -> list[str]:
+        self.threads.append(("prepare", threading.current_thread().name))
+        return [e.order_id for e in events]
+
+    def write_prepared(self, prepared: list[str]) -> None:
+        self.threads.append(("insert", threading.current_thread().name))
+        self.entered.release()
+        assert self.gate.wait(10)
+        if self.fail:
+            self.fail -= 1
+            raise StoreError("store down")
+        self.batches.append(prepared)
+
+
+def test_a_two_phase_sink_prepares_on_the_callers_thread_and_inserts_on_the_writers() -> None:
+    sink = PreparingFake()
+    sink.gate.set()
+    writer = StoreWriter(sink)
+    writer.write([ev("o1")], [], [])
+    writer.write([ev("o2")], [], [])
+    writer.close()
+    caller = threading.current_thread().name
+    assert sink.batches == [["o1"], ["o2"]]
+    assert [t for step, t in sink.threads if step == "prepare"] == [caller, caller]
+    assert {t for step, t in sink.threads if step == "insert"} == {"ordertrail-store-writer"}
+
+
+def test_a_failed_prepared_batch_is_inserted_again_as_prepared() -> None:
+    sink = PreparingFake(fail=1)
+    sink.gate.set()
+    writer = StoreWriter(sink)
+    writer.write([ev("o1")], [], [])
+    with pytest.raises(StoreError, match="store down"):
+        writer.write([ev("o2")], [], [])
+    writer.write([ev("o2")], [], [])
+    writer.close()
+    assert sink.batches == [["o1"], ["o2"]]
+    assert [step for step, _ in sink.threads].count("prepare") == 3  # o2 prepared again on its retry
