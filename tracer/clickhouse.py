@@ -183,6 +183,9 @@ class Store:
         self._version = 0
         self._types: dict[str, Sequence[Any]] = {}
         self._server_tz: Any = None  # the client's, for serializing rows without it
+        # Content-Encoding of insert bodies: lz4 to a ClickHouse server when the client negotiated
+        # it (the default); None in-process (chDB), where compressing would only cost CPU.
+        self._write_compression: str | None = None
         self.migrations_applied: list[int] = []  # versions this open() applied, in order
 
     # -- opening --------------------------------------------------------------------------------
@@ -219,6 +222,8 @@ class Store:
             for table in _INSERT_COLUMNS:
                 store._types[table] = store._column_types(table)
             store._server_tz = store._client.server_tz
+            if url.lower().startswith(("http://", "https://")) and getattr(client, "write_compression", None) == "lz4":
+                store._write_compression = "lz4"
         except BaseException:
             store.close()
             raise
@@ -313,11 +318,18 @@ class Store:
 
     def write_prepared(self, prepared: PreparedWrite) -> None:
         """Insert a prepared batch, table by table in ``write``'s order. Durable when it returns."""
+        encoding = self._write_compression
         for table, rows, body in prepared.inserts:
+            if encoding == "lz4":  # over the network, as clickhouse-connect's own inserts (GIL released)
+                body = _lz4_compress(body)
             with self._lock:
                 try:
                     self._client.raw_insert(
-                        f"{self._db}.{table}", list(_INSERT_COLUMNS[table]), insert_block=body, fmt="Native"
+                        f"{self._db}.{table}",
+                        list(_INSERT_COLUMNS[table]),
+                        insert_block=body,
+                        fmt="Native",
+                        compression=encoding,
                     )
                 except Exception as exc:
                     raise self._error(f"writing {rows} rows to {table}", exc) from exc
@@ -650,6 +662,12 @@ def with_order_context(ev: HopEvent, snapshot: OrderSnapshot | None) -> HopEvent
     return msgspec.structs.replace(
         ev, journey=ev.journey or snapshot.journey, customer_id=ev.customer_id or snapshot.customer_id
     )
+
+
+def _lz4_compress(body: bytes) -> bytes:
+    import lz4.frame  # type: ignore[import-untyped]
+
+    return bytes(lz4.frame.compress(body))
 
 
 def _columns(records: Sequence[Any], fields: Sequence[Callable[[Any], Any]]) -> list[list[Any]]:

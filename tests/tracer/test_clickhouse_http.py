@@ -190,6 +190,24 @@ def test_single_node_store_over_http_in_the_database_the_url_names(server: str) 
     assert [e.hop for e in record.events] == ["checkout.placed"]
 
 
+def test_inserts_to_a_server_are_lz4_compressed(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prepared (Native) insert bodies cross the network compressed, as the client's own would."""
+    import lz4.frame  # type: ignore[import-untyped]
+
+    sent: list[tuple[str | None, bytes]] = []
+    raw_insert = store._client.raw_insert
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        sent.append((kwargs.get("compression"), kwargs["insert_block"]))
+        return raw_insert(*args, **kwargs)
+
+    monkeypatch.setattr(store._client, "raw_insert", spy)
+    store.write([contract.ev("o-9", "checkout.placed", contract.T0)], [], [contract.snap("o-9")])
+    assert sent and all(encoding == "lz4" and lz4.frame.decompress(body) for encoding, body in sent)
+    record = store.order("o-9")
+    assert record is not None and [e.hop for e in record.events] == ["checkout.placed"]
+
+
 def test_credentials_fall_back_to_the_clickhouse_image_variables(server: str) -> None:
     environ = {"CLICKHOUSE_USER": USER, "CLICKHOUSE_PASSWORD": PASSWORD}
     with Store.open(f"{server}/env_creds", environ=environ) as store:
