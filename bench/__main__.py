@@ -209,32 +209,43 @@ def update(published: str, run: Run) -> str:
     benchmarks replaced by ``run``'s, and a header line saying what was re-measured when."""
     fresh = render(run).split("\n")
     names = [o.bench.name for o in run.outcomes]
+    order = {b.name: i for i, b in enumerate(BENCHES)}
 
     def ours(line: str) -> bool:
         return any(line.startswith(f"| {n} | ") for n in names)
 
+    def rank(line: str) -> int:
+        return order.get(line.split(" | ", 1)[0].removeprefix("| "), len(order))
+
     lines = published.split("\n")
-    summary = [line for line in fresh if ours(line)]
-    # New summary rows go where the old ones were, else after the summary's last row.
-    first = next((i for i, line in enumerate(lines) if ours(line)), None)
-    if first is None:
-        top = lines.index("## Summary")
-        first = next(i for i in range(top + 3, len(lines)) if not lines[i].startswith("| "))
-    lines = [x for x in lines[:first] if not ours(x)] + summary + [x for x in lines[first:] if not ours(x)]
+    top, bottom = _summary_rows(lines)
+    fresh_top, fresh_bottom = _summary_rows(fresh)
+    # The summary's rows (only they: a machine fact may share a benchmark's name) in the registry's order.
+    rows = [x for x in lines[top:bottom] if not ours(x)] + [x for x in fresh[fresh_top:fresh_bottom] if ours(x)]
+    lines[top:bottom] = sorted(rows, key=rank)
     # An older re-measure line whose benchmarks are all measured again now is superseded.
     lines = [x for x in lines if not (x.startswith("| re-measured | ") and _stamped(x) <= set(names))]
     for name in names:
         lines = _replace_section(lines, name, _section(fresh, name))
     stamp = (
         f"| re-measured | {', '.join(names)} on {run.started:%Y-%m-%d %H:%M} UTC at {_commit()}, "
-        f"{run.seconds:.0f} s, load {_load(run.load_before)} → {_load(run.load_after)} "
-        "(`--update`: the other sections are from the run above) |"
+        f"{run.seconds:.0f} s, load {_load(run.load_before)} → {_load(run.load_after)}, tracer hot path "
+        f"{_hot_path().split(':', 1)[0]} (`--update`: the other sections are from the run above) |"
     )
-    end = next(i for i, line in enumerate(lines) if line == "## Summary") - 1
+    end = lines.index("## Summary") - 1
     while end > 0 and not lines[end - 1].startswith("| "):
         end -= 1
     lines.insert(end, stamp)
     return "\n".join(lines)
+
+
+def _summary_rows(lines: list[str]) -> tuple[int, int]:
+    """[start, end) of the summary table's rows (after its header and rule)."""
+    start = lines.index("## Summary") + 4
+    end = start
+    while end < len(lines) and lines[end].startswith("| "):
+        end += 1
+    return start, end
 
 
 def _stamped(line: str) -> set[str]:

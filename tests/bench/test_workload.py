@@ -124,17 +124,29 @@ def test_update_replaces_only_the_remeasured_benchmarks() -> None:
         bench = Bench(name, 2, f"The {name}", lambda ctx: Section(""))
         return Outcome(bench, Section("a loop", [Row("speed", value, "events/s", 100)], [note]), 1.0, (0.5, 0.6))
 
+    # "memory" is also a row of the machine table ("| memory | 23.5 GiB |"): only summary rows move.
     first = Run(TOY, datetime(2026, 11, 22, tzinfo=UTC), (0.5, 0.4, 0.3))
-    first.outcomes += [outcome("a", 10, "old a"), outcome("b", 20, "old b"), outcome("c", 30, "old c")]
+    first.outcomes += [
+        outcome("throughput", 10, "old t"),
+        outcome("memory", 20, "old m"),
+        outcome("lookup", 30, "old l"),
+    ]
     again = Run(TOY, datetime(2026, 11, 28, 13, 0, tzinfo=UTC), (0.5, 0.4, 0.3))
-    again.outcomes.append(outcome("b", 25, "new b"))
-    text = update(update(render(first), again), again)
-    assert "| b | speed | 25 events/s |" in text and "| b | speed | 20 events/s |" not in text
-    assert "new b" in text and "old b" not in text and "old a" in text and "old c" in text
-    summary = [line.split(" | ")[0] for line in text.split("\n") if line[:4] in ("| a ", "| b ", "| c ")]
-    assert summary == ["| a", "| b", "| c"]  # the summary keeps its order
-    assert text.index("## a — ") < text.index("## b — ") < text.index("## c — ")
-    assert text.count("| re-measured | b on 2026-11-28 13:00 UTC") == 1  # a second update supersedes the first
+    again.outcomes.append(outcome("memory", 25, "new m"))
+    published = render(first)
+    text = update(update(published, again), again)
+    assert "| memory | speed | 25 events/s |" in text and "| memory | speed | 20 events/s |" not in text
+    assert "new m" in text and "old m" not in text and "old t" in text and "old l" in text
+    machine = published[: published.index("## Summary")].split("\n")
+    assert [x for x in text[: text.index("## Summary")].split("\n") if not x.startswith("| re-measured")] == machine
+    rows = text[text.index("## Summary") :].split("\n## ")[0]
+    assert [line.split(" | ")[0] for line in rows.split("\n") if line.startswith("| ") and "---" not in line][1:] == [
+        "| throughput",
+        "| memory",
+        "| lookup",
+    ]  # the summary keeps the registry's order
+    assert text.index("## throughput — ") < text.index("## memory — ") < text.index("## lookup — ")
+    assert text.count("| re-measured | memory on 2026-11-28 13:00 UTC") == 1  # a second update supersedes the first
     assert text.index("| re-measured |") < text.index("## Summary")
 
 
