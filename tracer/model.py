@@ -218,3 +218,26 @@ def format_ts(ms: int) -> str:
 def now_ms() -> int:
     """Wall-clock epoch milliseconds; used only at the edges (clocks are injected inside)."""
     return int(datetime.now(tz=UTC).timestamp() * 1000)
+
+
+# The stitcher's records (tracer.stitch, which is compiled: msgspec reads a Struct's annotations,
+# which a compiled module does not keep).
+class KeyLink(msgspec.Struct, frozen=True, gc=False):
+    """``value`` of key ``key`` belongs to order ``order_id`` (learned from an event at ``ts``)."""
+
+    key: str
+    value: str
+    order_id: str
+    trace_id: str
+    ts: int
+
+
+class Waiting(msgspec.Struct, frozen=True, gc=False):
+    """An event reported under ``value`` of key ``key`` whose order is not known yet."""
+
+    key: str
+    value: str
+    event: HopEvent
+    partition: int
+    offset: int
+    since: int  # the pipeline clock when it began to wait (0: not stamped yet)

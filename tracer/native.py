@@ -39,6 +39,7 @@ MODULES: Final = (
     "tracer.events",
     "tracer.engine",
     "tracer.waiting",  # a Tracer subclass: an interpreted class cannot inherit from a compiled one
+    "tracer.stitch",  # in front of the engine on every event of a journey with keys
 )
 GROUP: Final = "tracer._hot"  # the shared library of the compiled modules: tracer/_hot__mypyc.*.so
 MANIFEST: Final = "_native.json"  # in tracer/, beside the extensions

@@ -37,31 +37,10 @@ import msgspec
 
 from tracer.events import MAX_ATTRS
 from tracer.journeys import Journeys, KeySpec
-from tracer.model import HopEvent
+from tracer.model import HopEvent, KeyLink, Waiting  # Structs stay interpreted (tracer.native)
 from tracer.times import format_duration
 
 log = logging.getLogger("ordertrail.stitch")
-
-
-class KeyLink(msgspec.Struct, frozen=True, gc=False):
-    """``value`` of key ``key`` belongs to order ``order_id`` (learned from an event at ``ts``)."""
-
-    key: str
-    value: str
-    order_id: str
-    trace_id: str
-    ts: int
-
-
-class Waiting(msgspec.Struct, frozen=True, gc=False):
-    """An event reported under ``value`` of key ``key`` whose order is not known yet."""
-
-    key: str
-    value: str
-    event: HopEvent
-    partition: int
-    offset: int
-    since: int  # the pipeline clock when it began to wait (0: not stamped yet)
 
 
 LinkLookup = Callable[[Sequence[tuple[str, str]]], list[KeyLink]]
