@@ -5,16 +5,15 @@ one alert, delivered to a real HTTP webhook receiver, resolved when the orders r
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
+from tests.detectors.conftest import Receiver
 from tests.ordertrail.test_kafka_scaleout import Role
 from tests.ordertrail.test_run_e2e import JOURNEYS
 from tests.support.tansu import Tansu, tansu  # noqa: F401  (the broker fixture)
@@ -26,42 +25,27 @@ from tracer.model import RESOLVED, Finding
 pytestmark = pytest.mark.integration
 
 
-class Receiver:
-    """A webhook receiver on a free loopback port, keeping every alert it was sent."""
+class AlertReceiver(Receiver):
+    """The detectors tests' webhook receiver, read as the alerts it was sent."""
 
-    def __init__(self) -> None:
-        self.alerts: list[dict[str, Any]] = []
-        received = self.alerts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.extend(json.loads(body)["alerts"])
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        return [alert for _, body in list(self.received) for alert in json.loads(body)["alerts"]]
 
     def wait(self, pred: Callable[[list[dict[str, Any]]], bool], what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if pred(list(self.alerts)):
+            if pred(self.alerts):
                 return
             time.sleep(0.2)
         raise AssertionError(f"webhook: no {what} in {timeout}s; got {self.alerts}")
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver() -> Iterator[AlertReceiver]:
+    r = AlertReceiver()
     yield r
-    r.server.shutdown()
-    r.server.server_close()
+    r.close()
 
 
 def missing(order_id: str, t: int) -> Finding:
@@ -71,7 +55,7 @@ def missing(order_id: str, t: int) -> Finding:
 def test_findings_of_two_tracers_make_one_incident_and_one_alert(
     tansu: Tansu,  # noqa: F811
     tmp_path: Path,
-    receiver: Receiver,
+    receiver: AlertReceiver,
 ) -> None:
     (tmp_path / "journeys.yaml").write_text(JOURNEYS)
     detectors = Role(tmp_path, "detectors", "detectors", tansu.url, f"chdb://{tmp_path / 'store'}")
