@@ -222,7 +222,7 @@ class Store:
             for table in _INSERT_COLUMNS:
                 store._types[table] = store._column_types(table)
             store._server_tz = store._client.server_tz
-            if url.lower().startswith(("http://", "https://")) and getattr(client, "write_compression", None) == "lz4":
+            if getattr(client, "write_compression", None) == "lz4":  # HTTP negotiated it; chDB's is None
                 store._write_compression = "lz4"
         except BaseException:
             store.close()
