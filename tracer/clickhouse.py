@@ -117,6 +117,8 @@ _INSERT_COLUMNS: Final = {
     "order_keys": ("value", "key", "order_id", "trace_id", "ts", "version"),
     "stitch_waiting": ("key", "value", "event_id", "partition", "offset", "since", "doc", "done", "version"),
 }
+# The tables whose rows replace one another by version (the trail's versions are these tables').
+_VERSIONED: Final = ("orders", "findings", "order_keys", "stitch_waiting")
 _MS_COLUMNS: Final = frozenset({"ts", "due_at", "detected_at", "resolved_at", "first_ts", "last_ts", "next_due"})
 _ENCODE: Final = msgspec.json.Encoder().encode
 _EVENT_DOC: Final = msgspec.json.Decoder(HopEvent).decode
@@ -214,11 +216,7 @@ class Store:
         try:
             store._migrate()
             store._apply_ttl(ttl_days)
-            store._version = max(  # a clock that went back since the last run still moves versions on
-                int(r[0])
-                for t in ("orders", "findings")
-                for r in store._rows(f"SELECT max(version) FROM {database}.{t}")
-            )
+            store._catch_up_versions()  # a clock that went back since the last run still moves versions on
             for table in _INSERT_COLUMNS:
                 store._types[table] = store._column_types(table)
             store._server_tz = store._client.server_tz
@@ -441,7 +439,12 @@ class Store:
         return [Finding(*r) for r in rows]
 
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
-        """The open orders of ``partitions`` (None: all) and their open findings, for ``Tracer.restore``."""
+        """The open orders of ``partitions`` (None: all) and their open findings, for ``Tracer.restore``.
+
+        A restore is a handover (a start, or partitions taken over from another tracer), so this
+        store's versions first move past every stored one: what it writes next must replace what
+        the previous owner wrote, also when that owner's clock ran ahead of this one's."""
+        self._catch_up_versions()
         db = self._db
         params: dict[str, Any] = {}
         where = "`open`"
@@ -608,6 +611,20 @@ class Store:
         self.close()
 
     # -- the client, under the lock ---------------------------------------------------------------
+
+    def _catch_up_versions(self) -> None:
+        """Versions go on from the newest stored in any versioned table, whoever wrote it.
+
+        Versions are this process's wall clock in ns, made monotonic; tracers on different hosts
+        have clocks that differ. Without this, a tracer that took over partitions from one whose
+        clock ran ahead wrote versions lower than its predecessor's, and the store kept the older
+        state of the orders it handed over (ReplacingMergeTree keeps the highest version) until
+        the new owner's clock caught up."""
+        newest = max(
+            int(r[0]) for table in _VERSIONED for r in self._rows(f"SELECT max(version) FROM {self._db}.{table}")
+        )
+        with self._lock:
+            self._version = max(self._version, newest)
 
     def _rows(
         self, sql: str, params: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None

@@ -469,6 +469,28 @@ def test_versions_keep_increasing_after_a_restart_with_the_clock_behind(chdb_dir
         assert store.findings(status="all")[0].status == RESOLVED
 
 
+@pytest.mark.integration
+def test_a_tracer_taking_over_replaces_what_its_predecessor_wrote_though_its_clock_is_behind(chdb_dir: Path) -> None:
+    # Two tracers on two hosts share the store; the first one's clock runs a minute ahead. The
+    # second takes the partition over (a restore), then the order completes and its finding
+    # resolves there: the store must show that, not the first tracer's older versions.
+    db = f"t{next(_databases)}"
+    ahead, behind = 10**18 + 60 * 10**9, 10**18
+    with (
+        Store.open(f"chdb://{chdb_dir}", database=db, now_ns=lambda: ahead) as first,
+        Store.open(f"chdb://{chdb_dir}", database=db, now_ns=lambda: behind) as second,
+    ):
+        first.write([], [finding("o1")], [snap("o1")])
+        restored, open_findings = second.open_orders([0])
+        assert [s.order_id for s in restored] == ["o1"] and len(open_findings) == 1
+        second.write([], [resolved(finding("o1"), T0)], [snap("o1", open=False)])
+        for store in (first, second):
+            assert store.open_orders() == ([], [])
+            assert store.findings(status="all")[0].status == RESOLVED
+            record = store.order("o1")
+            assert record is not None and record.snapshot is not None and not record.snapshot.open
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
