@@ -185,6 +185,17 @@ def run_child(module: str, *args: str, timeout_s: float = 3600) -> dict[str, Any
     return result
 
 
+def streaming_gc() -> dict[str, Any]:
+    """Set the garbage collector as ordertrail's streaming processes set it (``backtest``, ``run``,
+    ``tracer``: ``tracer.processor.tune_gc``), in a child of either side of a comparison: the
+    ratio then compares the loops, not a runtime setting either could use. Returns the setting,
+    for the report."""
+    from tracer.processor import tune_gc
+
+    tune_gc()
+    return {"gc_thresholds": list(gc.get_threshold())}
+
+
 def report(result: dict[str, Any]) -> None:
     """What a measuring child ends with: its result as one JSON line on stdout."""
     print(json.dumps(result), flush=True)

@@ -41,7 +41,7 @@ from tracer.errors import EventError, JourneysError, StoreError
 from tracer.events import decode_line
 from tracer.journeys import Journeys, load_journeys
 from tracer.model import FINDING_KINDS, OPEN, RESOLVED, Finding, HopEvent
-from tracer.processor import Sink
+from tracer.processor import Sink, tuned_gc
 from tracer.stitch import Stitcher
 from tracer.storewriter import PreparingSink, StoreWriter
 from tracer.times import DURATION_HELP, TS_HELP, parse_duration, parse_ts
@@ -319,6 +319,7 @@ def main(
     if problems:
         return _usage(problems, stderr)
     with ExitStack() as stack:
+        stack.enter_context(tuned_gc())  # the replay holds every open order, as a tracer process does
         try:
             source, total, position = _open_events(args.events, stack)
         except OSError as exc:

@@ -28,7 +28,8 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -62,6 +63,18 @@ def tune_gc() -> None:
     young, *_ = gc.get_threshold()
     if young < GC_THRESHOLDS[0]:
         gc.set_threshold(*GC_THRESHOLDS)
+
+
+@contextmanager
+def tuned_gc() -> Iterator[None]:
+    """``tune_gc`` for the length of a block (a backtest's read and replay, which hold every
+    open order as a tracer process does), the process's thresholds restored after it."""
+    saved = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
 
 
 class Source(Protocol):

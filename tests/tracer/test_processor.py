@@ -14,7 +14,7 @@ from tracer.engine import OrderSnapshot, Tracer
 from tracer.errors import StoreError
 from tracer.journeys import parse_journeys
 from tracer.model import Finding, HopEvent
-from tracer.processor import GC_THRESHOLDS, Processor, tune_gc
+from tracer.processor import GC_THRESHOLDS, Processor, tune_gc, tuned_gc
 
 JOURNEYS = parse_journeys(
     """
@@ -190,5 +190,17 @@ def test_tune_gc_raises_the_young_generation_threshold_and_keeps_a_higher_one() 
         gc.set_threshold(GC_THRESHOLDS[0] * 2, 5, 5)
         tune_gc()
         assert gc.get_threshold() == (GC_THRESHOLDS[0] * 2, 5, 5)
+    finally:
+        gc.set_threshold(*saved)
+
+
+def test_tuned_gc_restores_the_thresholds_after_its_block_also_when_it_raises() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with pytest.raises(RuntimeError), tuned_gc():
+            assert gc.get_threshold() == GC_THRESHOLDS
+            raise RuntimeError("the replay failed")
+        assert gc.get_threshold() == (700, 10, 10)
     finally:
         gc.set_threshold(*saved)
