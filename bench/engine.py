@@ -338,6 +338,9 @@ class _Timed:
     def open_orders(self, partitions: Any = None) -> Any:
         return self._store.open_orders(partitions)
 
+    def closed_orders(self, order_ids: Any) -> Any:
+        return self._store.closed_orders(order_ids)
+
 
 def measure_phases(lines: list[bytes], journeys_path: Path) -> dict[str, Any]:
     """Seconds per event of ``decode_line`` and of the engine (advance + on_event), in separate passes."""

@@ -252,6 +252,12 @@ class _NoEngine:
     def restore(self, snapshots: Iterable[Any], findings: Iterable[Any]) -> int:
         return 0
 
+    def opens_midway(self, ev: Any) -> bool:
+        return False
+
+    def remember_closed(self, order_ids: Iterable[str]) -> None:
+        pass
+
     def rewind(self) -> int:
         return 0
 
@@ -279,6 +285,9 @@ class _NullStore:
                 report_to.write_text(" ".join(map(str, sorted(self.owned()))))
                 time.sleep(0.05)
         return [], []
+
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        return []
 
 
 def _tracer(url: str, group: str, n: int, gate: Path | None, name: str, *, engine: bool = True) -> dict[str, Any]:

@@ -463,6 +463,9 @@ class _Writes:
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
         raise StoreError("a backtest reads no open orders")
 
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        raise StoreError("a backtest reads no closed orders")
+
 
 def _usage(problems: list[str], stderr: TextIO) -> int:
     for problem in problems:

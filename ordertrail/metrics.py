@@ -135,6 +135,13 @@ class MeteredSink:
             self._errors.labels("restore").inc()
             raise
 
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        try:
+            return self._sink.closed_orders(order_ids)
+        except BaseException:
+            self._errors.labels("restore").inc()  # a part of the rebuild after a restore
+            raise
+
 
 class Throttled:
     """A costly reading, taken again only when the last one is older than ``max(min_age_s,

@@ -308,5 +308,8 @@ class _Idle:
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
         return [], []
 
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        return []
+
 
 _IDLE = _Idle()

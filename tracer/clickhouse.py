@@ -461,6 +461,18 @@ class Store:
         )
         return [_snapshot(r) for r in snaps], [Finding(*r) for r in findings]
 
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        """Those of ``order_ids`` whose latest state is closed (completed or retired): for records
+        read again after a restore (``tracer.processor``). Reads by the sort key."""
+        if not order_ids:
+            return []
+        rows = self._rows(
+            f"SELECT order_id FROM {self._db}.orders FINAL "
+            f"WHERE order_id IN {{ids:Array(String)}} AND NOT `open`{_FINAL}",
+            {"ids": sorted(set(order_ids))},
+        )
+        return [str(r[0]) for r in rows]
+
     def waiting_at(self, journey: str, hop: str) -> tuple[int, int | None]:
         """How many open orders of ``journey`` await ``hop`` (the order asked about included), and
         the earliest last-event time among them (None when there are none)."""

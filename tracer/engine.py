@@ -618,14 +618,17 @@ class Tracer:
 
     def _close(self, oid: str, st: OrderState) -> None:
         del self._orders[oid]
-        closed = self._closed
-        closed[oid] = None
-        if len(closed) > self._closed_memory:
-            closed.popitem(last=False)
+        self._remember(oid)
         if self._dirty is not None:
             self._dirty[oid] = self.snapshot(oid, st)
         self._open.pop(oid, None)
         self._failures.pop(oid, None)
+
+    def _remember(self, oid: str) -> None:
+        closed = self._closed
+        closed[oid] = None
+        if len(closed) > self._closed_memory:
+            closed.popitem(last=False)
 
     def _retire(self, oid: str, st: OrderState) -> None:
         """Nothing has happened to the order for the retention period and nothing is awaited:
@@ -747,6 +750,18 @@ class Tracer:
     def order(self, oid: str) -> OrderState | None:
         return self._orders.get(oid)
 
+    def opens_midway(self, ev: HopEvent) -> bool:
+        """Whether ``ev`` would open an order not held here (open, or closed recently) past its
+        journey's start, or outside every journey: what the replayed last hops of an order closed
+        before a restore look like (``tracer.processor``)."""
+        oid = ev.order_id
+        if oid in self._orders or oid in self._closed:
+            return False
+        plan = self._plans.get(ev.journey) if ev.journey else None
+        if plan is None:
+            plan = self._plan_of_hop.get(ev.hop)
+        return plan is None or plan.journey.start != ev.hop
+
     def awaiting(self, st: OrderState) -> tuple[tuple[int, int], ...]:
         """The steps the order waits at, as (hop index, the time it entered the step: its ``after``
         hop's time). Read-only; ``tracer.waiting`` keeps per-edge counts from it."""
@@ -808,6 +823,14 @@ class Tracer:
             if _armed(st) == 0:
                 self._check(oid, st, self.now)
         return n
+
+    def remember_closed(self, order_ids: Iterable[str]) -> None:
+        """Orders the store holds closed (completed or retired) that this engine did not close
+        itself: from now on their events are dropped as events after the close are, as if it had.
+        An order held open here stays open."""
+        for oid in order_ids:
+            if oid not in self._orders:
+                self._remember(oid)
 
     def rewind(self) -> int:
         """Forget every order and the time reached: a rebuild after a rebalance restores its

@@ -103,6 +103,7 @@ class Store(Protocol):
         self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
     ) -> None: ...
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]: ...
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]: ...
 
 
 class PublishingSink:
@@ -124,6 +125,9 @@ class PublishingSink:
 
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
         return self._store.open_orders(partitions)
+
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        return self._store.closed_orders(order_ids)
 
 
 class FindingsConsumer(Protocol):

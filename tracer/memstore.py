@@ -103,6 +103,10 @@ class MemStore:
             findings = [f for f in self._findings.values() if f.status == OPEN and f.order_id in ids]
         return snaps, findings
 
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        with self._lock:
+            return [oid for oid in dict.fromkeys(order_ids) if (s := self._orders.get(oid)) is not None and not s.open]
+
     def amounts(self, order_ids: Sequence[str], attr: str = "amount") -> dict[str, float]:
         with self._lock:
             pairs = [

@@ -12,7 +12,8 @@ its consumer group assigns it, so the processor loop runs unchanged over a share
   their open orders from the store; ``poll`` keeps running meanwhile, so the member stays in the
   group. Then the engine drops every order it holds, forgets the time it had reached
   (``Tracer.rewind``, ``PartitionClock.restart``), takes the open orders of all its partitions
-  back, and the partitions resume from their committed positions.
+  back, and the partitions resume from their committed positions (what was stored past them is
+  read again: ``Processor.restored``).
 
 Why start the engine's time over rather than restore into the running engine: its clock never goes
 back, and gained partitions are behind it (their owner died, or read slower). Restored at our time,
@@ -181,6 +182,7 @@ class Ownership:
             proc.clock.restart(read.partitions)
             restored = tracer.restore(read.snapshots, read.findings)
             proc.partitions = list(read.partitions)
+        proc.restored(read.partitions)  # their first records may be stored already
         self.rebuilds += 1
         proc.stats.restored_orders = restored
         proc.stats.ready = True

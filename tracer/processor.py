@@ -7,7 +7,10 @@ the consumed positions → hand the new findings to the listeners (detectors, al
 
 A kill -9 anywhere in that cycle is safe: uncommitted records are read again on restart, the engine
 state is rebuilt from the store's open orders (which already include what was stored), and event-id
-dedupe plus stable finding identities make the replay idempotent.
+dedupe plus stable finding identities make the replay idempotent. An order that the last stored
+batch closed is not among the open orders, so the records read again from a rebuilt partition
+(``restored``) are checked first: the orders they start mid-journey that the store holds closed
+are remembered as closed (``_recall_closed``), never started afresh.
 
 The clock (``tracer.clock.PartitionClock``) moves with event time, and with wall time only while
 every owned partition is caught up, so a backlog never looks like lost orders.
@@ -48,6 +51,9 @@ _WIRE = msgspec.json.Encoder().encode
 
 # Allocations between young collections (Python's default is 700), then its default ratios.
 GC_THRESHOLDS: Final = (50_000, 10, 10)
+# How many batches a partition's records after a rebuild may repeat of what the store holds: the
+# processor commits after every batch, a StoreWriter one batch later.
+REPLAY_WINDOW_BATCHES: Final = 2
 
 
 def tune_gc() -> None:
@@ -92,6 +98,7 @@ class Sink(Protocol):
         self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
     ) -> None: ...
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]: ...
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]: ...  # those of them stored as closed
 
 
 class DeadLetterSink(Protocol):
@@ -168,6 +175,8 @@ class Processor:
         self._sink = sink
         self.tracer = tracer
         self.clock = clock
+        # partition -> how many more of its records may be ones already stored (see _recall_closed)
+        self._replay: dict[int, int] = {}
         self.partitions = sorted(partitions)
         self._dead_letter = dead_letter
         self._listeners = list(listeners)
@@ -181,6 +190,7 @@ class Processor:
         self._forwarding: list[HopEvent] = []
         self.stats = ProcessorStats()
         self._pending: _Batch | None = None
+        self._held: Sequence[InputRecord] = ()  # read, not yet processed: the store could not be asked
         self.lock = threading.Lock()  # held while the engine changes; readers of engine state take it
         clock.assign(self.partitions)
 
@@ -193,6 +203,7 @@ class Processor:
     def partitions(self, partitions: Iterable[int]) -> None:
         self._partitions = sorted(partitions)
         self._owned = frozenset(self._partitions)
+        self._replay = {p: n for p, n in self._replay.items() if p in self._owned}
 
     def add_listener(self, listener: FindingListener) -> None:
         self._listeners.append(listener)
@@ -207,18 +218,31 @@ class Processor:
             n = self.tracer.restore(snapshots, findings)
             if self.stitcher is not None:
                 self.stitcher.restore(waiting)
+        self.restored(self.partitions)
         self.stats.restored_orders = n
         log.info("restored %d open orders of partitions %s", n, self.partitions)
         return n
+
+    def restored(self, partitions: Iterable[int]) -> None:
+        """The open orders of ``partitions`` were just rebuilt from the store (``restore``, or
+        ``tracer.ownership`` after a rebalance): the records read next from them, from the committed
+        position on, may have been stored already. See ``_recall_closed``."""
+        for p in partitions:
+            self._replay[p] = REPLAY_WINDOW_BATCHES * self._max_records
 
     def step(self) -> int:
         """One poll → process → store → commit cycle. Returns the number of records read.
 
         If the store write fails, the derived batch is kept and written again by the next call
-        before anything new is read; positions are committed only after it succeeded."""
+        before anything new is read; positions are committed only after it succeeded. If the store
+        cannot say which orders of a replay are closed, the records are kept and processed by the
+        next call, before anything new is read."""
         if self._pending is not None:
             self._flush(self._pending)
-        records = self._source.poll(self._max_records, self._poll_timeout_s)
+        records = self._held or self._source.poll(self._max_records, self._poll_timeout_s)
+        self._held = ()
+        if self._replay and records:
+            self._recall_closed(records)
         started = time.perf_counter()
         events: list[HopEvent] = []
         rejected: list[tuple[InputRecord, str]] = []
@@ -314,6 +338,63 @@ class Processor:
                 rejected.append((_Unlinked(w.partition, w.offset, value, w.value), reason))
         return stitcher.drain_changes()
 
+    def _recall_closed(self, records: Sequence[InputRecord]) -> None:
+        """Remember as closed the orders of a replay that the store holds closed.
+
+        The records of a rebuilt partition are read from its committed position; the last batch
+        stored before that position was committed (its owner was killed, or its commit refused in
+        a rebalance) is read again. The open orders restored already hold its events, and dedupe
+        drops them. But an order that batch *closed* is not an open order: fed its replayed last
+        hops as a new order, the engine would see it start mid-journey, imply the hops before them
+        and wait again for the ones it had seen — a false ``unconfirmed`` for a confirmation in
+        the order's own trail, and the closed record in the store overwritten. So before the
+        engine sees them, the orders that the replayed records start past a journey's start (or
+        outside every journey), and that the engine does not know, are looked up in the store:
+        those stored as closed are remembered as closed, as the engine that closed them did.
+
+        Only records that may be replays are looked at: those of a partition restored and not yet
+        caught up, and no more of them than its owner can have stored past its commit (a
+        processor commits after every batch; a ``StoreWriter`` has one more in flight), so a
+        long backlog read after a restart is decoded once, as ever. Raises ``StoreError`` (the
+        records are held for the next step) when the store cannot answer."""
+        tracer, replay = self.tracer, self._replay
+        taken: dict[int, int] = {}
+        first: set[str] = set()
+        ask: list[str] = []
+        for rec in records:
+            p = rec.partition
+            left = replay.get(p, 0) - taken.get(p, 0)
+            if left <= 0:
+                continue
+            taken[p] = taken.get(p, 0) + 1
+            try:
+                ev = decode_line(rec.value)
+            except EventError:
+                continue  # rejected by the step, as ever
+            oid = ev.order_id
+            if oid in first:
+                continue
+            first.add(oid)
+            if tracer.opens_midway(ev):
+                ask.append(oid)
+        if ask:
+            try:
+                closed = self._sink.closed_orders(ask)
+            except Exception as exc:
+                self._held = records
+                if isinstance(exc, TracerError):
+                    raise
+                raise StoreError(f"the store failed: {exc}") from exc
+            if closed:
+                with self.lock:
+                    tracer.remember_closed(closed)
+                log.info("%d orders read again from a rebuilt partition were closed already: kept closed", len(closed))
+        for p, n in taken.items():
+            if n >= replay[p]:
+                del replay[p]
+            else:
+                replay[p] -= n
+
     def _partition(self, order_id: str, default: int) -> int:
         return self._partition_of(order_id) if self._partition_of is not None else default
 
@@ -360,6 +441,8 @@ class Processor:
             behind = lag.get(p, 0)
             total += behind
             self.clock.set_caught_up(p, behind == 0)
+            if not behind:
+                self._replay.pop(p, None)  # read past everything stored before the rebuild
         self.stats.lag_records = total
         self.stats.lag_ms = self.clock.lag_ms()
 

@@ -141,6 +141,14 @@ class StoreWriter:
                 raise StoreError(f"open orders are read once the failed batch is stored: {self._write.error}")
         return self._sink.open_orders(partitions)
 
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        """The sink's answer, read once the batch in flight is stored (as ``open_orders``)."""
+        with self._cond:
+            self._cond.wait_for(self._settled)
+            if self._write is not None and self._write.error is not None:
+                raise StoreError(f"closed orders are read once the failed batch is stored: {self._write.error}")
+        return self._sink.closed_orders(order_ids)
+
     # -- Source ---------------------------------------------------------------------------------
 
     def poll(self, max_records: int, timeout_s: float) -> Sequence[InputRecord]:

@@ -3,7 +3,7 @@ the Prometheus conventions, labels stay bounded, and each metric counts what its
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -114,11 +114,16 @@ def test_a_failed_restore_is_counted_and_raised(rig: Rig) -> None:
         def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
             raise StoreError("store down")
 
+        def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+            raise StoreError("store down")
+
     registry = CollectorRegistry()
     sink = MeteredSink(Down(), MetricLabels(JOURNEYS), registry)
     with pytest.raises(StoreError):
         sink.open_orders([0])
-    assert registry.get_sample_value("ordertrail_store_errors_total", {"operation": "restore"}) == 1
+    with pytest.raises(StoreError):
+        sink.closed_orders(["o-1"])  # the orders read again after a restore: a part of it
+    assert registry.get_sample_value("ordertrail_store_errors_total", {"operation": "restore"}) == 2
 
 
 def test_findings_are_counted_by_kind_as_raised_and_resolved(rig: Rig) -> None:

@@ -268,6 +268,9 @@ class ListSink:
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
         return [], []
 
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        return []
+
 
 def hop(order: str, name: str, ts: int) -> Message:
     return Message(order, msgspec.json.encode({"order_id": order, "hop": name, "ts": ts}))

@@ -214,6 +214,13 @@ def test_open_orders_of_partitions_with_their_open_findings(store: Store | MemSt
     assert sorted(s.order_id for s in store.open_orders()[0]) == ["o1", "o2", "o3"]
 
 
+def test_closed_orders_are_those_whose_latest_state_is_closed(store: Store | MemStore) -> None:
+    store.write([], [], [snap("open"), snap("closed"), snap("reopened", open=False)])
+    store.write([], [], [snap("closed", status="completed", open=False), snap("reopened")])
+    assert store.closed_orders(["open", "closed", "reopened", "unknown", "closed"]) == ["closed"]
+    assert store.closed_orders([]) == []
+
+
 def test_waiting_at_counts_open_orders_awaiting_a_hop(store: Store | MemStore) -> None:
     store.write([], [], [snap("o1", last_ts=T0 + 7), snap("o2", last_ts=T0 + 3), snap("o3", next_hop="other")])
     store.write([], [], [snap("o4", open=False)])

@@ -697,6 +697,26 @@ def test_restore_takes_only_open_orders() -> None:
     assert len(second) == 0
 
 
+def test_an_order_opens_midway_when_not_held_and_not_at_its_journeys_start() -> None:
+    t = tracer()
+    assert not t.opens_midway(hop("new", CHECKOUT, 0))
+    assert t.opens_midway(hop("new", SHIPPED, 0))
+    assert t.opens_midway(hop("new", "outside.every.journey", 0))
+    t.on_event(hop("open", CHECKOUT, 0))
+    complete(t, "done")
+    assert not t.opens_midway(hop("open", PAYMENT, S)) and not t.opens_midway(hop("done", SHIPPED, 9 * S))
+
+
+def test_orders_remembered_closed_take_no_more_events_and_open_ones_stay_open() -> None:
+    t = tracer()
+    t.on_event(hop("open", CHECKOUT, 0))
+    t.remember_closed(["done", "open"])
+    feed(t, hop("open", PAYMENT, S), hop("done", SHIPPED, 9 * S))
+    t.advance(at(10 * S))
+    assert t.order("done") is None and t.stats.after_close == 1 and t.drain_findings() == []
+    assert t.order("open") is not None and t.drain_snapshots()[-1].order_id == "open"
+
+
 def test_dropping_a_partition_forgets_its_orders() -> None:
     t = tracer()
     t.on_event(hop("o1", CHECKOUT, 0), partition=1)

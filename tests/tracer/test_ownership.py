@@ -1,13 +1,14 @@
 """Partition ownership over a fake consumer group: gained partitions wait until their open orders are
-rebuilt from the store, revoked ones are forgotten, and a rebuilt engine judges gained orders by
-their own partition's time, not by the clock the instance had reached."""
+rebuilt from the store, revoked ones are forgotten, a rebuilt engine judges gained orders by their
+own partition's time, not by the clock the instance had reached, and orders the dead owner closed
+stay closed when its last batch is read again."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
 
-from tests.tracer.conftest import CHECKOUT, PAYMENT, T0, S, web_order
+from tests.tracer.conftest import CHECKOUT, PAYMENT, T0, M, S, complete_then_die, web_order
 from tests.tracer.conftest import hop as hop_event
 from tracer.bus import KeyPartitioner, Message, RebalanceListener, Record
 from tracer.clock import ManualClock, PartitionClock
@@ -161,6 +162,24 @@ def test_a_taken_over_backlog_is_judged_by_its_own_time_not_the_clock_already_re
     assert [f for f in found if f.kind == MISSING and f.hop == PAYMENT] == []
     state = proc.tracer.order(late)
     assert state is not None and state.seen == 0b11
+
+
+def test_an_order_closed_by_the_dead_owners_uncommitted_batch_stays_closed_after_the_takeover() -> None:
+    """The owner of partition 1 stored the batch that completed an order, then was killed before
+    committing it (the kill -9 of the Kafka scale-out test). Taking partition 1 over reads that
+    batch again: the shipment must not reopen the order as one that skipped its confirmation."""
+    wall = ManualClock(T0 + 10 * S)
+    bus, group, store, proc, ownership = make(wall)
+    done = order_in(1, "done")
+    complete_then_die(bus, TOPIC, store, wall, done, [0, 1])
+
+    group.rebalance({0, 1})
+    step_until_rebuilt(proc, ownership)
+    proc.step()  # the shipment, again
+    wall.advance(10 * M)
+    proc.step()
+    assert store.findings(status="all", order_id=done) == []
+    assert proc.tracer.order(done) is None and proc.tracer.stats.after_close == 1
 
 
 def test_rewind_forgets_every_order_and_the_time_but_keeps_what_was_learned() -> None:

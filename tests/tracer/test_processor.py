@@ -1,5 +1,6 @@
-"""The live processor over fakes: commit only after the store, retries, dead letters, and the
-clock rule (a backlog never raises findings; a caught-up partition fires on wall time)."""
+"""The live processor over fakes: commit only after the store, retries, dead letters, the clock
+rule (a backlog never raises findings; a caught-up partition fires on wall time), and records read
+again after a restore (an order the store holds closed stays closed)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.tracer.conftest import CHECKOUT, PAYMENT, M, S, complete_then_die, hop_message, web_order
 from tracer.clock import ManualClock, PartitionClock
 from tracer.engine import OrderSnapshot, Tracer
 from tracer.errors import StoreError
+from tracer.fakebus import MemoryBus
 from tracer.journeys import parse_journeys
+from tracer.memstore import MemStore
 from tracer.model import Finding, HopEvent
-from tracer.processor import GC_THRESHOLDS, Processor, tune_gc, tuned_gc
+from tracer.processor import GC_THRESHOLDS, REPLAY_WINDOW_BATCHES, Processor, tune_gc, tuned_gc
 
 JOURNEYS = parse_journeys(
     """
@@ -73,6 +77,9 @@ class FakeSink:
 
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
         return [], []
+
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        return []
 
 
 @dataclass
@@ -204,3 +211,85 @@ def test_tuned_gc_restores_the_thresholds_after_its_block_also_when_it_raises() 
         assert gc.get_threshold() == (700, 10, 10)
     finally:
         gc.set_threshold(*saved)
+
+
+# -- records read again after a restore ----------------------------------------------------------
+
+
+class AskedStore(MemStore):
+    """A MemStore that records which orders it was asked about, and can fail to answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[list[str]] = []
+        self.down = False
+
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        if self.down:
+            raise StoreError("store down")
+        self.asked.append(list(order_ids))
+        return super().closed_orders(order_ids)
+
+
+def successor(bus: MemoryBus, store: MemStore, wall: ManualClock, max_records: int = 5000) -> Processor:
+    proc = Processor(
+        bus.consumer("hops", "g"), store, Tracer(web_order()), PartitionClock(wall, warmup_ms=0), [0],
+        max_records=max_records,
+    )  # fmt: skip
+    proc.restore()
+    return proc
+
+
+def test_an_order_the_last_stored_batch_completed_stays_closed_when_that_batch_is_read_again() -> None:
+    """The order's owner stored the batch that completed it and was killed before committing it.
+    The successor restores the open orders (not this one) and reads the batch again: the shipment
+    must not start a new order that seems to have skipped its confirmation (an `unconfirmed` for
+    a confirmation in the order's own trail), nor overwrite the order's stored record."""
+    bus, store, wall = MemoryBus({"hops": 1}), MemStore(), ManualClock(T0 + 10 * S)
+    complete_then_die(bus, "hops", store, wall, "o1", [0])
+    stored = store.order("o1")
+    proc = successor(bus, store, wall)
+    proc.step()  # the shipment, again
+    wall.advance(10 * M)  # past every deadline of the order
+    proc.step()
+    assert store.findings(status="all", order_id="o1") == []
+    after = store.order("o1")
+    assert stored is not None and after is not None and after.snapshot == stored.snapshot
+    assert [e.event_id for e in after.events] == [e.event_id for e in stored.events]
+    assert proc.tracer.order("o1") is None and proc.tracer.stats.after_close == 1
+    assert bus.committed("hops", "g") == {0: 5}
+
+
+def test_records_read_again_wait_while_the_store_cannot_say_which_orders_are_closed() -> None:
+    bus, store, wall = MemoryBus({"hops": 1}), AskedStore(), ManualClock(T0 + 10 * S)
+    complete_then_die(bus, "hops", store, wall, "o1", [0])
+    proc = successor(bus, store, wall)
+    store.down = True
+    with pytest.raises(StoreError, match="store down"):
+        proc.step()
+    assert proc.tracer.stats.events == 0 and bus.committed("hops", "g") == {0: 4}
+    store.down = False
+    proc.step()  # the records kept, before anything new is read
+    wall.advance(10 * M)
+    proc.step()
+    assert store.asked == [["o1"]] and store.findings(status="all", order_id="o1") == []
+    assert proc.tracer.stats.after_close == 1 and bus.committed("hops", "g") == {0: 5}
+
+
+def test_only_records_that_can_be_replays_are_looked_up_and_only_orders_started_midway() -> None:
+    """After a restore, at most the records an owner can have stored past its commit (two batches)
+    of a partition not yet caught up are looked at; orders they start at their journey's start
+    are new, and orders the engine holds are known."""
+    bus, store, wall = MemoryBus({"hops": 1}), AskedStore(), ManualClock(T0 + 10 * S)
+    complete_then_die(bus, "hops", store, wall, "o1", [0])
+    proc = successor(bus, store, wall, max_records=3)
+    window = REPLAY_WINDOW_BATCHES * 3
+    bus.produce_batch("hops", [hop_message("new", CHECKOUT, 10 * S), hop_message("new", PAYMENT, 11 * S)])
+    bus.produce_batch("hops", [hop_message(f"m{i}", PAYMENT, 12 * S) for i in range(window)])
+    while proc.step():
+        pass
+    # shipped o1, new's checkout and payment, then m0..m2 fill the window (2 batches of 3)
+    assert store.asked == [["o1"], ["m0", "m1", "m2"]]
+    bus.produce_batch("hops", [hop_message("late", PAYMENT, 13 * S)])
+    proc.step()  # caught up before: nothing read now can be a replay
+    assert len(store.asked) == 2 and proc.tracer.order("late") is not None

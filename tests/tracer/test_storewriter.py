@@ -42,6 +42,9 @@ class GatedSink:
     def open_orders(self, partitions: Iterable[int] | None = None) -> tuple[list[OrderSnapshot], list[Finding]]:
         return [], []
 
+    def closed_orders(self, order_ids: Sequence[str]) -> list[str]:
+        return list(order_ids)
+
 
 def ev(order_id: str) -> HopEvent:
     return HopEvent(order_id, "checkout.placed", T0, f"{order_id}/1", "a" * 32)
@@ -106,7 +109,7 @@ def test_a_failed_batch_is_raised_once_then_written_again_before_the_next_one() 
     assert sink.batches == [["o1"], ["o2"]] and source.committed == {0: 2}
 
 
-def test_open_orders_wait_for_the_batch_in_flight_and_refuse_while_one_failed() -> None:
+def test_open_and_closed_orders_wait_for_the_batch_in_flight_and_refuse_while_one_failed() -> None:
     sink = GatedSink()
     writer = StoreWriter(sink, FakeSource())
     writer.write([ev("o1")], [], [])
@@ -114,13 +117,18 @@ def test_open_orders_wait_for_the_batch_in_flight_and_refuse_while_one_failed() 
     threading.Timer(0.05, sink.gate.set).start()
     assert writer.open_orders([0]) == ([], [])
     assert sink.batches == [["o1"]]  # read after the batch was stored
-    sink.fail = 1
     writer.write([ev("o2")], [], [])
+    assert writer.closed_orders(["o1"]) == ["o1"]
+    assert sink.batches == [["o1"], ["o2"]]
+    sink.fail = 1
+    writer.write([ev("o3")], [], [])
     started(sink)
     with pytest.raises(StoreError, match="open orders are read once the failed batch is stored"):
         writer.open_orders([0])
+    with pytest.raises(StoreError, match="closed orders are read once the failed batch is stored"):
+        writer.closed_orders(["o1"])
     writer.close()  # the final flush writes it once more
-    assert sink.batches == [["o1"], ["o2"]]
+    assert sink.batches == [["o1"], ["o2"], ["o3"]]
 
 
 def test_flush_raises_when_the_failed_batch_fails_again() -> None:
