@@ -9,6 +9,9 @@ TracerError
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class TracerError(Exception):
     """Root of every error the tracer raises on purpose."""
@@ -39,6 +42,18 @@ class JourneysError(TracerError, ValueError):
 
 class StoreError(TracerError):
     """The store could not be reached or refused a write or a query."""
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Around a call into the store: an unexpected driver error is a ``StoreError`` too (what the
+    tracer raises on purpose passes unchanged), so the caller's retry covers it."""
+    try:
+        yield
+    except TracerError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"the store failed: {exc}") from exc
 
 
 def unknown_keys(at: str, spec: object, allowed: tuple[str, ...], noun: str = "field") -> list[str]:

@@ -41,7 +41,7 @@ import msgspec
 from tracer.bus import InputRecord
 from tracer.clock import PartitionClock
 from tracer.engine import OrderSnapshot, Tracer
-from tracer.errors import EventError, StoreError, TracerError
+from tracer.errors import EventError, TracerError, store_errors
 from tracer.events import decode_line
 from tracer.model import Finding, HopEvent, event_to_wire
 from tracer.stitch import KeyLink, Stitcher, Waiting
@@ -378,13 +378,10 @@ class Processor:
             if tracer.opens_midway(ev):
                 ask.append(oid)
         if ask:
-            try:
+            self._held = records  # processed by the next step if the store cannot answer
+            with store_errors():
                 closed = self._sink.closed_orders(ask)
-            except Exception as exc:
-                self._held = records
-                if isinstance(exc, TracerError):
-                    raise
-                raise StoreError(f"the store failed: {exc}") from exc
+            self._held = ()
             if closed:
                 with self.lock:
                     tracer.remember_closed(closed)
@@ -403,19 +400,11 @@ class Processor:
         if batch.forward and self._forward is not None:
             self._forward(batch.forward)  # a retry forwards again: the owner drops the duplicates
         if batch.stitch is not None and self._stitch_store is not None and any(batch.stitch):
-            try:
+            with store_errors():
                 self._stitch_store.write_stitch(*batch.stitch)
-            except TracerError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"the store failed: {exc}") from exc
         if batch.events or batch.findings or batch.snapshots:
-            try:
+            with store_errors():
                 self._sink.write(batch.events, batch.findings, batch.snapshots)
-            except TracerError:
-                raise
-            except Exception as exc:  # an unexpected driver error is a store error too
-                raise StoreError(f"the store failed: {exc}") from exc
         if batch.positions:
             self._source.commit(batch.positions)
         self._pending = None

@@ -44,7 +44,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from tracer.errors import StoreError, TracerError
+from tracer.errors import StoreError, TracerError, store_errors
 
 if TYPE_CHECKING:
     from tracer.bus import InputRecord
@@ -84,15 +84,11 @@ class _Write:
         self.reported = False  # the error was raised to the processor once; later calls retry
 
     def run(self, sink: Sink) -> None:
-        try:
+        with store_errors():
             if self.prepared is not None:
                 cast("PreparingSink", sink).write_prepared(self.prepared)
             else:
                 sink.write(self.events, self.findings, self.snapshots)
-        except TracerError:
-            raise
-        except Exception as exc:  # an unexpected driver error is a store error too (as the processor says)
-            raise StoreError(f"the store failed: {exc}") from exc
 
 
 class StoreWriter:
@@ -117,12 +113,8 @@ class StoreWriter:
         ``PreparingSink`` prepares it first, here, while the one before is still being inserted."""
         prepared = None
         if isinstance(self._sink, PreparingSink) and (events or findings or snapshots):
-            try:
+            with store_errors():
                 prepared = self._sink.prepare(events, findings, snapshots)
-            except TracerError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"the store failed: {exc}") from exc
         self._settle(wait=True)
         with self._cond:
             if self._closed:
