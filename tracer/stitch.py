@@ -6,7 +6,7 @@ The journeys file declares the keys (``Journey.keys``): events of a keyed step c
 key in ``order_id``; an event of a linking hop carries the order id in ``order_id`` and the other
 key in ``attrs[attr]``, which links the two. ``Stitcher.stitch(ev)`` returns
 
-* the event unchanged when it is none of that (the fast path: one set lookup of its hop);
+* the event unchanged when it is none of that (the fast path: one dict lookup of its hop);
 * a linking event unchanged, after learning its link (and releasing the events that waited for it);
 * a keyed event re-keyed to its order when the link is known (in memory, else asked of the store);
 * ``None`` when the link is not known yet: the event waits, bounded in number, until its link
@@ -68,20 +68,20 @@ class Stitcher:
         recheck_ms: int = 1_000,
     ) -> None:
         self._keyed: dict[str, KeySpec] = {}
-        self._linking: dict[str, list[KeySpec]] = {}
+        linking: dict[str, list[KeySpec]] = {}
         for j in journeys.journeys.values():
             for spec in j.keys:
                 for hop in spec.steps:
                     self._keyed[hop] = spec
                 for hop in spec.linked_by or tuple(h for h in j.hops if h not in spec.steps):
-                    self._linking.setdefault(hop, []).append(spec)
+                    linking.setdefault(hop, []).append(spec)
+        # One lookup per event tells whether its hop is stitched at all, and how.
         self._routes = {
-            hop: _Route(self._linking.get(hop, []), self._keyed.get(hop))
-            for hop in self._keyed.keys() | self._linking.keys()
+            hop: _Route(linking.get(hop, []), self._keyed.get(hop)) for hop in self._keyed.keys() | linking.keys()
         }
         self._lookup = lookup
-        # Both indexed by ``_slot(key, value)``: a (key, value) tuple per cached link would be a
-        # GC-tracked object the collector keeps walking, 200k of them when the cache is full.
+        # Both indexed by ``_slot(key, value)``, a string: a (key, value) tuple per lookup and per
+        # cached link would be one more object for the garbage collector to count and walk.
         self._cache: OrderedDict[str, KeyLink] = OrderedDict()
         self._cache_size = cache_size
         self._waiting: dict[str, list[Waiting]] = {}
