@@ -81,7 +81,9 @@ class Stitcher:
         }
         self._lookup = lookup
         # Both indexed by ``_slot(key, value)``, a string: a (key, value) tuple per lookup and per
-        # cached link would be one more object for the garbage collector to count and walk.
+        # cached link would be one more object for the garbage collector to count and walk, and
+        # for the usual key the slot is the value string the event or the link holds already.
+        self._bare = next((spec.name for j in journeys.journeys.values() for spec in j.keys), "")
         self._cache: OrderedDict[str, KeyLink] = OrderedDict()
         self._cache_size = cache_size
         self._waiting: dict[str, list[Waiting]] = {}
@@ -117,7 +119,7 @@ class Stitcher:
             for spec in route.linking:
                 value = attrs.get(spec.attr)
                 if value and value != order_id:
-                    slot = _slot(spec.name, value)
+                    slot = self._slot(spec.name, value)
                     known = self._cache.get(slot)
                     if known is None or known.order_id != order_id or slot in self._waiting:
                         self._learn(KeyLink(spec.name, value, order_id, ev.trace_id, ev.ts), slot, known)
@@ -127,10 +129,10 @@ class Stitcher:
         carried = attrs.get(keyed.attr) if attrs else None
         if carried and carried != order_id:
             # Reported under the order id with the other key alongside (or re-keyed already).
-            slot = _slot(keyed.name, carried)
+            slot = self._slot(keyed.name, carried)
             self._learn(KeyLink(keyed.name, carried, order_id, ev.trace_id, ev.ts), slot, self._cache.get(slot))
             return ev
-        slot = _slot(keyed.name, order_id)
+        slot = self._slot(keyed.name, order_id)
         link = self._known(keyed.name, order_id, slot)
         if link is not None:
             return self._rekey(ev, keyed, link)
@@ -183,7 +185,7 @@ class Stitcher:
             return 0
         found = self._lookup([(group[0].key, group[0].value) for group in self._waiting.values()])
         for link in found:
-            slot = _slot(link.key, link.value)
+            slot = self._slot(link.key, link.value)
             self._learn(link, slot, self._cache.get(slot), stored=True)
         return len(found)
 
@@ -196,11 +198,11 @@ class Stitcher:
         if self._added and waiting:
             # Most began and stopped waiting within the cycle: only those still waiting are looked at.
             wanted = dict.fromkeys(
-                (w.key, w.value, w.event.event_id) for w in self._added if _slot(w.key, w.value) in waiting
+                (w.key, w.value, w.event.event_id) for w in self._added if self._slot(w.key, w.value) in waiting
             )
             current = {
                 (w.key, w.value, w.event.event_id): w
-                for slot in {_slot(k, v) for k, v, _ in wanted}
+                for slot in {self._slot(k, v) for k, v, _ in wanted}
                 for w in waiting.get(slot, ())
             }
             added = [current[k] for k in wanted if k in current]
@@ -233,7 +235,7 @@ class Stitcher:
         """Events that were waiting when the pipeline stopped (from the store)."""
         n = 0
         for w in waiting:
-            slot = _slot(w.key, w.value)
+            slot = self._slot(w.key, w.value)
             self._put(w, slot)
             if not w.since:
                 self._unstamped.append(slot)
@@ -247,7 +249,7 @@ class Stitcher:
         if link is None and self._lookup is not None and slot not in self._waiting:
             # Not asked again while others wait for the same key: ``recheck`` asks for them all.
             for found in self._lookup([(key, value)]):
-                found_slot = _slot(found.key, found.value)
+                found_slot = self._slot(found.key, found.value)
                 self._remember(found, found_slot, found_slot in self._cache)
                 if found.key == key and found.value == value:
                     link = found
@@ -319,6 +321,14 @@ class Stitcher:
             group.append(w)
         self._n_waiting += 1
 
+    def _slot(self, key: str, value: str) -> str:
+        """The one string that stands for the pair (key, value): the value itself for the key the
+        journeys name first (most have only one), else ``key NUL value``. A key name never holds a
+        NUL (``KEY_NAME_RE``), nor does a bare value, so two pairs never share a slot."""
+        if key == self._bare and "\x00" not in value:
+            return value
+        return f"{key}\x00{value}"
+
     def _set_group(self, slot: str, group: list[Waiting]) -> None:
         old = self._waiting.get(slot, [])
         self._n_waiting += len(group) - len(old)
@@ -337,12 +347,6 @@ class _Route:
     def __init__(self, linking: list[KeySpec], keyed: KeySpec | None) -> None:
         self.linking = linking
         self.keyed = keyed
-
-
-def _slot(key: str, value: str) -> str:
-    """One string for the pair (key, value): a key name never holds a NUL (``KEY_NAME_RE``), so
-    two pairs never share a slot."""
-    return f"{key}\x00{value}"
 
 
 def _unlinked_reason(w: Waiting, within_ms: int) -> str:

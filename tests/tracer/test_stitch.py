@@ -204,6 +204,9 @@ def test_two_keys_with_the_same_value_stay_apart() -> None:
         "o-2",
         {"parcel_id": "X-1"},
     )
+    # a value holding a NUL is linked under its own key only, whatever its characters spell
+    s.stitch(ev("o-3", "payment.requested", T0, payment_id="parcel_id\x00X-2"))
+    assert s.stitch(ev("X-2", "fulfilment.packed", T0 + 1)) is None and len(s) == 1
 
 
 # -- over the processor ----------------------------------------------------------------------------
