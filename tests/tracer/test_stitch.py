@@ -154,6 +154,61 @@ def test_a_link_in_the_store_is_found_on_a_miss() -> None:
     assert out is not None and out.order_id == "o-1"
 
 
+def test_a_redelivered_waiting_event_waits_once() -> None:
+    s = Stitcher(parse_journeys(JOURNEYS))
+    keyed = ev("pay-9", "payment.authorized", T0)
+    assert s.stitch(keyed) is None and s.stitch(keyed) is None
+    assert len(s) == 1
+    s.stitch(ev("o-1", "payment.requested", T0, payment_id="pay-9"))
+    assert [e.order_id for e in s.drain_released()] == ["o-1"]
+
+
+def test_events_still_waiting_at_the_end_of_a_cycle_go_to_the_store_stamped() -> None:
+    s = Stitcher(parse_journeys(JOURNEYS))
+    s.stitch(ev("pay-1", "payment.authorized", T0))
+    s.stitch(ev("pay-2", "payment.authorized", T0))
+    s.expire(T0 + 5)  # stamps both
+    s.stitch(ev("o-1", "payment.requested", T0, payment_id="pay-1"))
+    links, waiting, done = s.drain_changes()
+    assert [(k.value, k.order_id) for k in links] == [("pay-1", "o-1")]
+    assert [(w.value, w.since) for w in waiting] == [("pay-2", T0 + 5)]
+    assert [w.value for w in done] == ["pay-1"]
+    assert s.drain_changes() == ([], [], [])
+
+
+def test_the_latest_link_wins_and_the_link_cache_forgets_the_oldest_first() -> None:
+    s = Stitcher(parse_journeys(JOURNEYS), cache_size=2)
+    for order, pay in (("o-1", "pay-1"), ("o-2", "pay-2"), ("o-9", "pay-1"), ("o-3", "pay-3")):
+        s.stitch(ev(order, "payment.requested", T0, payment_id=pay))
+    assert (s.stats.linked, s.stats.relinked) == (4, 1)
+    # pay-1 was linked again after pay-2, so pay-2 is the oldest and went when pay-3 came
+    moved = [s.stitch(ev(pay, "payment.authorized", T0 + 1)) for pay in ("pay-1", "pay-2", "pay-3")]
+    assert [m.order_id if m is not None else None for m in moved] == ["o-9", None, "o-3"]
+
+
+def test_two_keys_with_the_same_value_stay_apart() -> None:
+    journeys = parse_journeys(
+        JOURNEYS.replace(
+            "    keys:\n", "      fulfilment.packed:  {after: payment.authorized, within: 1h}\n    keys:\n"
+        )
+        + "      parcel_id: {steps: [fulfilment.packed], linked_by: [fulfilment.shipped]}\n"
+    )
+    s = Stitcher(journeys)
+    s.stitch(ev("o-1", "payment.requested", T0, payment_id="X-1"))
+    s.stitch(ev("o-2", "fulfilment.shipped", T0, parcel_id="X-1"))
+    paid, packed = s.stitch(ev("X-1", "payment.authorized", T0 + 1)), s.stitch(ev("X-1", "fulfilment.packed", T0 + 1))
+    assert paid is not None and packed is not None
+    assert (paid.order_id, paid.attrs, packed.order_id, packed.attrs) == (
+        "o-1",
+        {"payment_id": "X-1"},
+        "o-2",
+        {"parcel_id": "X-1"},
+    )
+    # a value holding a NUL is linked under its own key only, whatever its characters spell
+    s.stitch(ev("o-3", "payment.requested", T0, payment_id="parcel_id\x00X-2"))
+    assert s.stitch(ev("X-2", "fulfilment.packed", T0 + 1)) is None and len(s) == 1
+
+
 # -- over the processor ----------------------------------------------------------------------------
 
 
