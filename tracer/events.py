@@ -54,6 +54,7 @@ _ONE = msgspec.json.Decoder(Wire)
 _VALID_ARRAY = msgspec.json.Decoder(list[Valid])
 _VALID_ONE = msgspec.json.Decoder(Valid)
 _RAW_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+_FIELDS: Final = msgspec.structs.astuple  # a Wire's fields in declaration order
 _BOM: Final = "\ufeff".encode()
 
 
@@ -173,47 +174,54 @@ def _fast(w: Wire) -> HopEvent | None:
     status), after the checks msgspec left to us; None when one of them fails (the caller then
     asks ``_checked``, which words the reason). It accepts exactly what ``_checked`` accepts
     (tests/tracer/test_events_fast.py)."""
-    order_id = w.order_id
-    hop = w.hop
+    # One call for all the fields (in Wire's order; Valid keeps it): compiled, each attribute
+    # read of a Struct would be a generic lookup.
+    fields = _FIELDS(w)
+    order_id: str = fields[0]
+    hop: str = fields[1]
+    ts: str | int | float = fields[2]
+    event_id: str | None = fields[3]
+    trace_id: str | None = fields[4]
+    span_id: str | None = fields[5]
+    parent: str | None = fields[6]
+    service: str | None = fields[7]
+    status: str | None = fields[8]
+    journey: str | None = fields[9]
+    customer: str | None = fields[10]
+    attrs: dict[str, str] | None = fields[11]
     if hop not in _HOPS:
         if HOP_RE.fullmatch(hop) is None:
             return None
         if len(_HOPS) >= _HOPS_MAX:
             _HOPS.clear()
         _HOPS.add(hop)
-    ts = w.ts
     if type(ts) is not int or not MIN_TS_MS <= ts < MAX_TS_MS:
         try:
             ts = parse_ts(ts)
         except ValueError:
             return None
     # Absent texts are "" (msgspec refused empty ones): one printable check covers them all.
-    service = w.service or ""
-    journey = w.journey or ""
-    customer = w.customer_id or ""
+    service = service or ""
+    journey = journey or ""
+    customer = customer or ""
     if not (order_id + service + journey + customer).isprintable():
         return None
-    event_id = w.event_id
     if event_id is None:
         event_id = derive_event_id(order_id, hop, ts)
     elif not event_id.isprintable():
         return None
-    trace_id = w.trace_id
     if trace_id is None:
         trace_id = derive_trace_id(order_id)
     elif _TRACE_OK.fullmatch(trace_id) is None:
         return None
-    span_id = w.span_id
     if span_id is None:
         span_id = ""
     elif _SPAN_RE.fullmatch(span_id) is None:
         return None
-    parent = w.parent_span_id
     if parent is None:
         parent = ""
     elif _SPAN_RE.fullmatch(parent) is None:
         return None
-    attrs = w.attrs
     if not attrs:
         attrs = {}
     elif (
@@ -232,7 +240,7 @@ def _fast(w: Wire) -> HopEvent | None:
         span_id,
         parent,
         service,
-        STATUS_ERROR if w.status == STATUS_ERROR else STATUS_OK,
+        STATUS_ERROR if status == STATUS_ERROR else STATUS_OK,
         journey,
         customer,
         attrs,

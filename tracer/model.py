@@ -4,7 +4,8 @@ Field names are constants here so that Kafka headers, log keys, ClickHouse colum
 wire format cannot drift apart. Times inside ordertrail are integer epoch milliseconds; on the
 wire they are RFC 3339 UTC with milliseconds (``format_ts``).
 
-This module imports nothing from ordertrail and only msgspec from outside the standard library.
+This module imports only ``tracer.ids`` of ordertrail (the derived ids, compiled there) and only
+msgspec from outside the standard library.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
+
+from tracer.ids import derive_event_id as derive_event_id  # defined there: compiled
+from tracer.ids import derive_trace_id as derive_trace_id
 
 # Hop event fields (CONTRACT §1).
 ORDER_ID: Final = "order_id"
@@ -175,38 +179,6 @@ def event_to_wire(ev: HopEvent) -> dict[str, object]:
     if ev.attrs:
         out[ATTRS] = dict(ev.attrs)
     return out
-
-
-# Keyed hash states to copy: a copy and an update cost less than a new keyed blake2b.
-_TRACE_HASH: Final = hashlib.blake2b(digest_size=16, person=b"ordertrail-trace")
-_EVENT_HASH: Final = hashlib.blake2b(digest_size=16, person=b"ordertrail-event")
-
-
-_TRACE_IDS: Final[dict[str, str]] = {}  # order id -> derived trace id, for the orders of late
-_TRACE_IDS_MAX: Final = 4096  # small: hops of an order come close together; it must not hold memory
-
-
-def derive_trace_id(order_id: str) -> str:
-    """The trace id every hop of an order shares when no context was propagated. Remembered for
-    the most recent orders: their next hops, and the engine, ask again."""
-    found = _TRACE_IDS.get(order_id)
-    if found is None:
-        h = _TRACE_HASH.copy()
-        h.update(order_id.encode())
-        found = h.hexdigest()
-        if not found.strip("0"):
-            found = "1".rjust(32, "0")
-        if len(_TRACE_IDS) >= _TRACE_IDS_MAX:
-            _TRACE_IDS.clear()
-        _TRACE_IDS[order_id] = found
-    return found
-
-
-def derive_event_id(order_id: str, hop: str, ts_ms: int) -> str:
-    """The default event id: a stable hash of (order_id, hop, ts)."""
-    h = _EVENT_HASH.copy()
-    h.update(f"{order_id}\x1f{hop}\x1f{ts_ms}".encode())
-    return h.hexdigest()
 
 
 def format_ts(ms: int) -> str:

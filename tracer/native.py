@@ -33,6 +33,7 @@ from typing import Final
 
 MODULES: Final = (
     "tracer.times",
+    "tracer.ids",
     "tracer.deadlines",
     "tracer.transit",
     "tracer.clock",

@@ -15,7 +15,6 @@ over native ints; interpreted, ``bisect`` does them.
 from __future__ import annotations
 
 import math
-from array import array
 from bisect import bisect_left, insort
 from typing import Final
 
@@ -54,7 +53,9 @@ class EdgeTransit:
             raise ValueError(f"size {size!r} and refresh {refresh!r} must be positive numbers of samples")
         self._learning = learning
         self._every = refresh
-        self._ring = array("q", [0]) * size
+        # Lists, not arrays: compiled, reading and writing a list item is a native operation
+        # where an array's goes through the generic item protocol (and boxes the int).
+        self._ring: list[int] = [0] * size
         self._size = size
         self._min_samples = learning.min_samples
         self._sorted: list[int] = []  # the samples in the ring, in order
@@ -63,7 +64,7 @@ class EdgeTransit:
         self._since = refresh - 1  # the first refresh comes as soon as min_samples is reached
         self.percentile_ms: int | None = None
         self.limit_ms: int | None = None
-        self._hist = array("q", [0]) * (len(BUCKETS_MS) + 1)  # the last bucket is +Inf
+        self._hist: list[int] = [0] * (len(BUCKETS_MS) + 1)  # the last bucket is +Inf
         self.sum_ms = 0
 
     def record(self, transit_ms: int) -> None:
@@ -78,7 +79,7 @@ class EdgeTransit:
         if COMPILED:  # the searches as loops over native ints: no comparison goes through Python
             self._hist[_first_at_least(_BOUNDS, transit_ms)] += 1
             if count >= self._size:  # the ring was full: the oldest sample leaves the window
-                del window[_first_at_least(window, oldest)]
+                window.pop(_first_at_least(window, oldest))
             window.insert(_first_at_least(window, transit_ms + 1), transit_ms)
         else:  # the same, interpreted: bisect's C loop is the faster there
             self._hist[bisect_left(BUCKETS_MS, transit_ms)] += 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tracer.engine import _UNPACK, OrderSnapshot, OrderState, Tracer
+from tracer.engine import OrderSnapshot, OrderState, Tracer, _at
 from tracer.journeys import Journeys
 from tracer.model import Finding, HopEvent
 
@@ -135,9 +135,9 @@ class WaitingTracer(Tracer):
             was = done0 >> a & 1 and not done0 >> i & 1
             now = done1 >> a & 1 and not done1 >> i & 1
             if was:
-                t0 = _UNPACK(buf0, 8 * a)[0]
+                t0 = _at(buf0, 8 * a)
                 if now:
-                    t1 = _UNPACK(buf1, 8 * a)[0]
+                    t1 = _at(buf1, 8 * a)
                     if t1 != t0:
                         load.remove(t0)
                         load.add(t1)
@@ -150,7 +150,7 @@ class WaitingTracer(Tracer):
                 else:
                     load.left_other += 1
             elif now:
-                load.add(_UNPACK(buf1, 8 * a)[0])
+                load.add(_at(buf1, 8 * a))
                 load.entered += 1
 
     def _enter_all(self, st: OrderState) -> None:

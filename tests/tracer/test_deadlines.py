@@ -89,3 +89,29 @@ def test_every_deadline_fires_exactly_once_at_the_first_clock_past_it(width: int
     assert {o: d for o, (d, _) in fired.items()} == expected
     for due, first_clock_past in fired.values():
         assert first_clock_past > due
+
+
+def test_a_deadline_armed_for_a_time_already_passed_fires_at_the_next_call_in_order() -> None:
+    """The engine never arms a passed time; the index still hands such a deadline over at the
+    next call, merged in time order with what the wheel has due."""
+    index = DeadlineIndex(100)
+    index.arm(1_150, "wheel")
+    assert drain(index, 1_120) == []  # the clock is inside the window 1100–1199
+    index.arm(1_105, "passed")  # in the current window, before the clock
+    index.arm(900, "before")  # in a window the clock has left
+    index.arm(1_150, "same")
+    assert drain(index, 1_160) == [(900, ["before"]), (1_105, ["passed"]), (1_150, ["wheel", "same"])]
+    assert len(index) == 0
+
+
+def test_a_window_the_clock_entered_empty_takes_deadlines_and_fires_them_exactly() -> None:
+    index = DeadlineIndex(100)
+    index.arm(5_000, "far")
+    assert drain(index, 1_050) == []  # no window holds anything here yet
+    index.arm(1_070, "a")  # the window the clock is in, not opened: it waits in the windows
+    index.arm(1_060, "b")
+    assert index.earliest <= 1_060
+    assert drain(index, 1_061) == [(1_060, ["b"])]
+    assert drain(index, 1_071) == [(1_070, ["a"])]
+    assert drain(index, 4_999) == []
+    assert drain(index, 5_001) == [(5_000, ["far"])]

@@ -106,3 +106,13 @@ def test_a_full_valid_event_takes_the_fast_way() -> None:
     expected = careful(item)
     assert fast is not None and expected is not None
     assert msgspec.structs.asdict(fast) == msgspec.structs.asdict(expected)
+
+
+def test_the_fast_way_reads_the_fields_in_the_order_both_structs_declare() -> None:
+    """``_fast`` reads a decoded item's fields by position (one ``astuple``): Valid, which
+    redeclares some of Wire's fields, must keep Wire's order."""
+    order = (
+        "order_id", "hop", "ts", "event_id", "trace_id", "span_id", "parent_span_id", "service", "status",
+        "journey", "customer_id", "attrs",
+    )  # fmt: skip
+    assert Wire.__struct_fields__ == Valid.__struct_fields__ == order
