@@ -79,6 +79,7 @@ _NOTHING_DUE: Final = 2**63 - 1
 _NONE_ARMED: Final = _PACK(0)
 _MAX_PENDING: Final = 32  # hops of an order whose journey is not yet known, kept to replay
 _SEVERITY: Final = {STALLED: 1, UNCONFIRMED: 2, MISSING: 3, FAILED: 4}
+_FIELDS: Final = msgspec.structs.astuple  # a HopEvent's fields, in declaration order
 
 
 def _at(buf: bytes, off: i64) -> i64:
@@ -269,7 +270,10 @@ class Tracer:
     def on_event(self, ev: HopEvent, partition: int = 0) -> None:
         stats = self.stats
         stats.events += 1
-        oid = ev.order_id
+        # The fields in one call (HopEvent's order): compiled, each attribute read of a Struct
+        # is a generic lookup.
+        fields = _FIELDS(ev)
+        oid: str = fields[0]
         st = self._orders.get(oid)
         if st is None:
             if oid in self._closed:
@@ -279,7 +283,7 @@ class Tracer:
         plan = st.plan
         journey = plan.journey if plan is not None else None
         n8 = plan.n8 if plan is not None else 0
-        eid = ev.event_id
+        eid: str = fields[3]
         h = b""
         if len(eid) == 32:  # _eid_bytes, its usual case inline
             try:
@@ -296,15 +300,15 @@ class Tracer:
                 stats.duplicates += 1
                 return
             pos = buf.find(h, pos + 1)
-        ts = ev.ts
+        ts: int = fields[2]
         changed = bytearray(buf)
         changed += h
         if ts > _at(buf, n8):
             _PACK_INTO(changed, n8, ts)
-        if not st.customer_id:  # the event's fields are read only when needed: each read is a lookup
-            st.customer_id = ev.customer_id
+        if not st.customer_id:
+            st.customer_id = fields[10]
         if st.trace_id is None:  # has a hop carried a trace id of its own (propagated context)?
-            trace_id = ev.trace_id
+            trace_id: str = fields[4]
             seen = hash(trace_id)
             if seen != st.derived_hash:  # not the one already found to be the derived id
                 if trace_id != derive_trace_id(oid):
@@ -313,8 +317,8 @@ class Tracer:
                     st.derived_hash = seen
         if self._dirty is not None:
             self._dirty[oid] = st
-        i = plan.index.get(ev.hop) if plan is not None else None
-        if plan is None or i is None or ev.status == STATUS_ERROR:
+        i = plan.index.get(fields[1]) if plan is not None else None
+        if plan is None or i is None or fields[8] == STATUS_ERROR:
             st.buf = bytes(changed)
             if journey is None:
                 journey = self._adopt(oid, st, ev)

@@ -63,10 +63,19 @@ def parse_ts(value: object) -> int:
         base = _MINUTES.get(value[:16])
         if base is None:
             base = _minute_ms(value[:16])
-        sec = _SECONDS.get(value[17:19])
-        ms = _MILLIS.get(value[20:23])
-        if base >= 0 and sec is not None and ms is not None:
-            return base + sec + ms
+        # The seconds and milliseconds digit by digit (ASCII only; a character that is not
+        # one sends the value to the careful path): compiled, no slice and no lookup.
+        s1 = ord(value[17]) - 48
+        s2 = ord(value[18]) - 48
+        m1 = ord(value[20]) - 48
+        m2 = ord(value[21]) - 48
+        m3 = ord(value[22]) - 48
+        if (
+            base >= 0
+            and 0 <= s1 <= 5 and 0 <= s2 <= 9
+            and 0 <= m1 <= 9 and 0 <= m2 <= 9 and 0 <= m3 <= 9
+        ):  # fmt: skip
+            return base + (s1 * 10 + s2) * 1000 + m1 * 100 + m2 * 10 + m3
     if type(value) is int and MIN_TS_MS <= value < MAX_TS_MS:
         return value
     return _parse_careful(value)
@@ -105,8 +114,6 @@ def _parse_careful(value: object) -> int:
 
 _MINUTES: Final[dict[str, int]] = {}  # "2026-11-22T10:02" -> epoch ms, -1 when not a valid one
 _MINUTES_MAX: Final = 1 << 14
-_SECONDS: Final = {f"{s:02d}": s * 1000 for s in range(60)}  # "07" -> 7000: two ASCII digits, < 60
-_MILLIS: Final = {f"{ms:03d}": ms for ms in range(1000)}  # "007" -> 7: three ASCII digits only
 
 
 def _minute_ms(prefix: str) -> int:

@@ -18,6 +18,8 @@ import math
 from bisect import bisect_left, insort
 from typing import Final
 
+from mypy_extensions import i64
+
 from tracer.journeys import StallLearning
 
 COMPILED: Final = not __file__.endswith(".py")  # built by mypyc (tracer.native)
@@ -117,11 +119,11 @@ class EdgeTransit:
         return out
 
 
-def _first_at_least(values: list[int], x: int) -> int:
+def _first_at_least(values: list[int], x: int) -> i64:
     """``bisect_left(values, x)``, for a compiled module: mypyc makes this loop C over native
     ints, where ``bisect`` compares Python objects (tests/tracer/test_transit.py checks they agree)."""
-    lo = 0
-    hi = len(values)
+    lo: i64 = 0
+    hi: i64 = len(values)
     while lo < hi:
         mid = (lo + hi) >> 1
         if values[mid] < x:
