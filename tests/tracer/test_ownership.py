@@ -20,7 +20,7 @@ from tracer.fakebus import MemoryBus
 from tracer.memstore import MemStore
 from tracer.model import MISSING, Finding, HopEvent
 from tracer.ownership import Ownership
-from tracer.processor import Processor
+from tracer.processor import Fence, Processor
 
 TOPIC = "hops"
 PARTS = 2
@@ -217,6 +217,11 @@ def test_a_batch_read_in_a_generation_that_lasts_is_stored_though_the_group_reba
     bus.produce_batch(TOPIC, [Message(mine, event(mine, CHECKOUT, 0))])
     proc.step()
     assert proc.stats.fenced == 0 and hops_stored(store, mine) == [CHECKOUT]
+
+
+def test_ownership_is_the_fence_of_the_processor_it_steers() -> None:
+    _, _, _, _, ownership = make(ManualClock(T0))
+    assert isinstance(ownership, Fence)  # the processor fences a source that is one
 
 
 def hops_stored(store: MemStore, order_id: str) -> list[str]:
