@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,63 +112,74 @@ def hops_stored(store: Store) -> list[str]:
     return [] if record is None else [e.hop for e in record.events]
 
 
+@dataclass
+class Scene:
+    bus: KafkaBus
+    topic: str
+    first: Member  # the tracer that will stall
+    first_sink: HeldStore
+    other_store: Store  # a second tracer's, on the same database
+
+
 @contextmanager
-def cluster(tansu: Tansu, topic: str, tmp_path: Path) -> Iterator[tuple[KafkaBus, Store, Store]]:  # noqa: F811
-    """The broker with a one-partition topic, and two stores (two tracers') on one chDB database."""
+def first_tracer(tansu: Tansu, topic: str, tmp_path: Path) -> Iterator[Scene]:  # noqa: F811
+    """A one-partition topic, two stores on one chDB database, and a first tracer that has
+    stored an order's checkout."""
     with KafkaBus(tansu.url) as bus:
         bus.ensure_topics({topic: 1})
         url = f"chdb://{tmp_path / 'chdb'}"
         with (
-            Store.open(url, database="fence", owner="zombie") as first,
-            Store.open(url, database="fence", owner="owner") as second,
+            Store.open(url, database="fence", owner="first") as store,
+            Store.open(url, database="fence", owner="other") as other_store,
         ):
-            yield bus, first, second
+            bus.produce_batch(topic, [hop(CHECKOUT, 0)])
+            sink = HeldStore(store)
+            first = Member(bus, topic, sink)
+            try:
+                until(lambda: hops_stored(store) == [CHECKOUT], "the checkout stored")
+                yield Scene(bus, topic, first, sink, other_store)
+            finally:
+                sink.release.set()
+                first.close()
 
 
 def test_a_batch_held_past_the_poll_interval_by_a_failing_store_is_dropped_then_read_again(
     tansu: Tansu,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    topic = "fence.check"
-    with cluster(tansu, topic, tmp_path) as (bus, store, _):
-        bus.produce_batch(topic, [hop(CHECKOUT, 0)])
-        sink = HeldStore(store)
-        member = Member(bus, topic, sink)
-        try:
-            until(lambda: hops_stored(store) == [CHECKOUT], "the checkout stored")
-            sink.down = True
-            bus.produce_batch(topic, [hop(PAYMENT, 2 * S)])
-            until(lambda: member.proc.stats.fenced == 1, "the held batch dropped once the member left the group")
-            assert hops_stored(store) == [CHECKOUT]
-            sink.down = False
-            # The rejoin gives the partition back: rebuilt from the store, the payment read again.
-            until(lambda: hops_stored(store) == [CHECKOUT, PAYMENT], "the payment stored after the rebuild")
-            until(lambda: member.consumer.committed() == {0: 2}, "the payment committed")
-            assert member.ownership.rebuilds == 2 and member.proc.stats.fenced == 1
-        finally:
-            member.close()
+    with first_tracer(tansu, "fence.check", tmp_path) as scene:
+        member, sink, store = scene.first, scene.first_sink, scene.first_sink.store
+        sink.down = True
+        scene.bus.produce_batch(scene.topic, [hop(PAYMENT, 2 * S)])
+        until(lambda: member.proc.stats.fenced == 1, "the held batch dropped once the member left the group")
+        assert hops_stored(store) == [CHECKOUT]
+        sink.down = False
+        # The rejoin gives the partition back: rebuilt from the store, the payment read again.
+        until(lambda: hops_stored(store) == [CHECKOUT, PAYMENT], "the payment stored after the rebuild")
+        until(lambda: member.consumer.committed() == {0: 2}, "the payment committed")
+        assert member.ownership.rebuilds == 2 and member.proc.stats.fenced == 1
 
 
 def test_a_write_that_lands_after_the_partition_moved_on_loses_to_the_new_owners_rows(
     tansu: Tansu,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    topic = "fence.race"
-    with cluster(tansu, topic, tmp_path) as (bus, zombie_store, owner_store):
-        bus.produce_batch(topic, [hop(CHECKOUT, 0)])
-        zombie_sink = HeldStore(zombie_store)
-        zombie = Member(bus, topic, zombie_sink)
-        owner: Member | None = None
+    with first_tracer(tansu, "fence.race", tmp_path) as scene:
+        zombie, zombie_sink, zombie_store, owner_store = (
+            scene.first,
+            scene.first_sink,
+            scene.first_sink.store,
+            scene.other_store,
+        )
+        zombie_sink.hold = True
+        scene.bus.produce_batch(scene.topic, [hop(PAYMENT, 2 * S)])
+        until(zombie_sink.entered.is_set, "the zombie's write to hang")
+        until(lambda: zombie.consumer.generation() == -1, "the zombie to leave the group")
+        # The rest of the order arrives; the new owner reads it from the committed position
+        # (after the checkout) and completes the order.
+        scene.bus.produce_batch(scene.topic, [hop(INVENTORY, 3 * S), hop(EMAIL, 3 * S), hop(SHIPPED, 4 * S)])
+        owner = Member(scene.bus, scene.topic, HeldStore(owner_store))
         try:
-            until(lambda: hops_stored(zombie_store) == [CHECKOUT], "the checkout stored")
-            zombie_sink.hold = True
-            bus.produce_batch(topic, [hop(PAYMENT, 2 * S)])
-            until(zombie_sink.entered.is_set, "the zombie's write to hang")
-            until(lambda: zombie.consumer.generation() == -1, "the zombie to leave the group")
-            # The rest of the order arrives; the new owner reads it from the committed position
-            # (after the checkout) and completes the order.
-            bus.produce_batch(topic, [hop(INVENTORY, 3 * S), hop(EMAIL, 3 * S), hop(SHIPPED, 4 * S)])
-            owner = Member(bus, topic, HeldStore(owner_store))
             until(lambda: owner_store.closed_orders([ORDER]) == [ORDER], "the new owner to complete the order")
             assert owner_store.epoch > zombie_store.epoch
 
@@ -185,7 +197,4 @@ def test_a_write_that_lands_after_the_partition_moved_on_loses_to_the_new_owners
                 record = store.order(ORDER)
                 assert record is not None and record.snapshot is not None and not record.snapshot.open
         finally:
-            zombie_sink.release.set()
-            zombie.close()
-            if owner is not None:
-                owner.close()
+            owner.close()
