@@ -14,6 +14,12 @@ its consumer group assigns it, so the processor loop runs unchanged over a share
   (``Tracer.rewind``, ``PartitionClock.restart``), takes the open orders of all its partitions
   back, and the partitions resume from their committed positions (what was stored past them is
   read again: ``Processor.restored``).
+* A lapsed membership (the fence): a batch is stored only while the member is still in the group
+  generation the batch was read in (``lease``/``lapsed``: the consumer's generation). A member that
+  did not poll for the poll interval (a store write failing or hanging that long) has left the
+  group by then, and its partitions have moved on; the processor drops the batch and calls
+  ``forfeit``: every owned partition is forgotten at once, as a lost assignment is, and whatever
+  the group assigns at the rejoin is gained anew and rebuilt from the store.
 
 Why start the engine's time over rather than restore into the running engine: its clock never goes
 back, and gained partitions are behind it (their owner died, or read slower). Restored at our time,
@@ -22,13 +28,6 @@ backlog — findings raised because ordertrail was behind. Rebuilt, the engine s
 restart starts: at the low watermark of all owned partitions. It is the same engine object (the
 detectors and the lookups hold it), with its learned transit times and counters. It costs a
 restore of the retained partitions too, once per rebalance that brings partitions.
-
-* A lapsed membership (the fence): a batch is stored only while the member is still in the group
-  generation the batch was read in (``lease``/``lapsed``: the consumer's generation). A member that
-  did not poll for the poll interval (a store write failing or hanging that long) has left the
-  group by then, and its partitions have moved on; the processor drops the batch and calls
-  ``forfeit``: every owned partition is forgotten at once, as a lost assignment is, and whatever
-  the group assigns at the rejoin is gained anew and rebuilt from the store.
 
 Imports only the tracer's engine, clock and processor.
 """
