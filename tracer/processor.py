@@ -258,7 +258,8 @@ class Processor:
         """One poll → process → store → commit cycle. Returns the number of records read.
 
         If the store write fails, the derived batch is kept and written again by the next call
-        before anything new is read; positions are committed only after it succeeded. If the store
+        before anything new is read; positions are committed only after it succeeded. A batch whose
+        partitions moved on meanwhile (the ``Fence``'s lease lapsed) is dropped instead. If the store
         cannot say which orders of a replay are closed, the records are kept and processed by the
         next call, before anything new is read."""
         if self._pending is not None:
