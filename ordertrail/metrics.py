@@ -243,6 +243,12 @@ class PipelineCollector(Collector):
         yield unmatched
         yield CounterMetricFamily("ordertrail_batches", "Batches processed and stored", value=p.stats.batches)
         yield CounterMetricFamily(
+            "ordertrail_batches_fenced",
+            "Batches dropped unstored: the tracer had left the consumer group (its partitions moved on) before "
+            "it could store them",
+            value=p.stats.fenced,
+        )
+        yield CounterMetricFamily(
             "ordertrail_orders_completed", "Orders that completed their journey", value=s.completed
         )
         yield CounterMetricFamily(

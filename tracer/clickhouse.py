@@ -28,8 +28,17 @@ a query per event (``prepare()`` serializes them, Native format, without the cli
 the order hops → findings → orders → trail, so that a crash between them never leaves a stored
 order whose raised findings are not stored. It returns once chDB or the server
 has written the parts (synchronous inserts, ``async_insert=0``): a kill -9 after it returned loses
-nothing (tested); the files are not fsync'd, so a power loss may. Versions are ``time_ns``-based,
-strictly increasing within the process, and start above the highest stored one after a restart.
+nothing (tested); the files are not fsync'd, so a power loss may.
+
+Versions fence a stalled tracer's late writes (docs/kafka.md "Fencing"): ``version = epoch << 36 |
+counter``. The epoch is claimed from the store (``owner_epochs``, migration 0004) by every restore
+(``open_orders``: a start, a takeover of partitions) before it reads, above every epoch claimed
+or written before; the counter numbers this store's rows within it. A tracer that took partitions
+over claimed after their previous owner did, so its rows replace the previous owner's, also the
+rows that owner writes late after losing them, whatever the clocks say (the versions used to be
+each process's wall clock in ns, so a zombie writing late, with a later clock, won). Rows stored
+before migration 0004 have such clock versions (about 2^60.6); read as ``epoch << 36`` they name
+epochs below the first claim, which is taken above them.
 Re-delivered events (same ``event_id``), within a batch or across batches, merge away in the
 background and are deduplicated by the readers until then (inserts skip ClickHouse's dedupe pass,
 ``optimize_on_insert=0``). Where the time of a write goes (200k events in batches of 20k, chDB,
@@ -57,6 +66,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -119,6 +129,15 @@ _INSERT_COLUMNS: Final = {
 }
 # The tables whose rows replace one another by version (the trail's versions are these tables').
 _VERSIONED: Final = ("orders", "findings", "order_keys", "stitch_waiting")
+# version = epoch << VERSION_SHIFT | counter: 2^28 epochs (a claim per restore; rows from before
+# migration 0004 took the first ~26M), 2^36 versions each (a writer going past its epoch's end
+# goes on into the next: claims then skip it, see Store.claim_epoch).
+VERSION_SHIFT: Final = 36
+MAX_EPOCH: Final = (1 << (64 - VERSION_SHIFT)) - 1
+_SPILL_MARGIN: Final = 1 << (VERSION_SHIFT - 1)  # versions a late batch may have taken past the newest stored
+_EPOCH_COLUMNS: Final = ("epoch", "claimed_at", "owner", "partitions")
+# A claim is on every shard's reading side before the claimant reads (a cluster's Distributed table).
+_SYNC_DISTRIBUTED: Final = {"insert_distributed_sync": 1}
 _MS_COLUMNS: Final = frozenset({"ts", "due_at", "detected_at", "resolved_at", "first_ts", "last_ts", "next_due"})
 _ENCODE: Final = msgspec.json.Encoder().encode
 _EVENT_DOC: Final = msgspec.json.Decoder(HopEvent).decode
@@ -176,13 +195,15 @@ def check_query(limit: int, status: str = OPEN) -> None:
 class Store:
     """ClickHouse (or embedded chDB) storage of ordertrail. Thread-safe; build it with ``open``."""
 
-    def __init__(self, client: Client, database: str, where: str, now_ns: Callable[[], int]) -> None:
+    def __init__(self, client: Client, database: str, where: str, now_ns: Callable[[], int], owner: str = "") -> None:
         self._client = client
         self._db = database
         self._where = where  # the URL without credentials, for messages
         self._now_ns = now_ns
         self._lock = threading.Lock()
-        self._version = 0
+        self._owner = owner  # who claims epochs, as recorded in owner_epochs (host:pid)
+        self.epoch = 0  # the epoch claimed last (0: none yet; the first write claims one)
+        self._version = 0  # the last version taken
         self._types: dict[str, Sequence[Any]] = {}
         self._server_tz: Any = None  # the client's, for serializing rows without it
         # Content-Encoding of insert bodies: lz4 to a ClickHouse server when the client negotiated
@@ -202,8 +223,10 @@ class Store:
         environ: Mapping[str, str] = os.environ,
         now_ns: Callable[[], int] = time.time_ns,
         connect_timeout_s: float = 10.0,
+        owner: str | None = None,
     ) -> Store:
-        """Connect, create the database, apply pending migrations and the TTL. Raises StoreError."""
+        """Connect, create the database, apply pending migrations and the TTL. Raises StoreError.
+        ``owner`` names this process in the epochs it claims (default ``host:pid``)."""
         database = _url_database(url) or database
         if not _DATABASE_RE.fullmatch(database):
             raise StoreError(f"database: {database!r} must be letters, digits and '_', not starting with a digit")
@@ -212,11 +235,10 @@ class Store:
         if ttl_days is not None and (isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days < 1):
             raise StoreError(f"ttl_days: {ttl_days!r} must be a whole number of days ≥ 1, or None for no TTL")
         client, where = _connect(url, environ, connect_timeout_s)
-        store = cls(client, database, where, now_ns)
+        store = cls(client, database, where, now_ns, owner or f"{socket.gethostname()}:{os.getpid()}")
         try:
             store._migrate()
             store._apply_ttl(ttl_days)
-            store._catch_up_versions()  # a clock that went back since the last run still moves versions on
             for table in _INSERT_COLUMNS:
                 store._types[table] = store._column_types(table)
             store._server_tz = store._client.server_tz
@@ -299,9 +321,7 @@ class Store:
         if events and snapshots:  # an event naming no journey or customer is stored with its order's
             known = {s.order_id: s for s in snapshots}
             events = [with_order_context(ev, known.get(ev.order_id)) for ev in events]
-        with self._lock:
-            version = max(now, self._version + 1)
-            self._version = version + len(findings) + len(snapshots)
+        version = self._take_versions(len(findings) + len(snapshots))
         inserts = []
         if events:
             inserts.append(self._native("hops", [*_columns(events, _EVENT_FIELDS), [now // 1_000_000] * len(events)]))
@@ -351,7 +371,13 @@ class Store:
             body = body[body.index(b"\n") + 1 :]
         return table, len(columns[0]), body
 
-    def _insert(self, table: str, columns: Sequence[Sequence[Any]], names: Sequence[str] | None = None) -> None:
+    def _insert(
+        self,
+        table: str,
+        columns: Sequence[Sequence[Any]],
+        names: Sequence[str] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
         with self._lock:
             try:
                 self._client.insert(
@@ -360,6 +386,7 @@ class Store:
                     column_names=list(names or _INSERT_COLUMNS[table]),
                     column_types=self._types.get(table) if names is None else None,
                     column_oriented=True,
+                    settings=dict(settings) if settings else None,
                 )
             except Exception as exc:
                 raise self._error(f"writing {len(columns[0])} rows to {table}", exc) from exc
@@ -442,9 +469,9 @@ class Store:
         """The open orders of ``partitions`` (None: all) and their open findings, for ``Tracer.restore``.
 
         A restore is a handover (a start, or partitions taken over from another tracer), so this
-        store's versions first move past every stored one: what it writes next must replace what
-        the previous owner wrote, also when that owner's clock ran ahead of this one's."""
-        self._catch_up_versions()
+        store first claims a new epoch (``claim_epoch``): what it writes next replaces what the
+        previous owner wrote, also what that owner writes late, whatever the clocks say."""
+        self.claim_epoch(() if partitions is None else partitions)
         db = self._db
         params: dict[str, Any] = {}
         where = "`open`"
@@ -544,10 +571,7 @@ class Store:
         """New key links, events that began to wait for theirs, and ones that stopped waiting."""
         if not (links or waiting or done):
             return
-        now = self._now_ns()
-        with self._lock:
-            version = max(now, self._version + 1)
-            self._version = version + len(waiting) + len(done)
+        version = self._take_versions(len(waiting) + len(done))
         if links:
             self._insert(
                 "order_keys",
@@ -624,19 +648,52 @@ class Store:
 
     # -- the client, under the lock ---------------------------------------------------------------
 
-    def _catch_up_versions(self) -> None:
-        """Versions go on from the newest stored in any versioned table, whoever wrote it.
+    def claim_epoch(self, partitions: Iterable[int] = ()) -> int:
+        """Claim the next owner epoch: above every epoch claimed and every version stored, in any
+        versioned table, by anyone. Durable before it returns; the versions taken after it are
+        ``epoch << VERSION_SHIFT`` and up. Raises StoreError.
 
-        Versions are this process's wall clock in ns, made monotonic; tracers on different hosts
-        have clocks that differ. Without this, a tracer that took over partitions from one whose
-        clock ran ahead wrote versions lower than its predecessor's, and the store kept the older
-        state of the orders it handed over (ReplacingMergeTree keeps the highest version) until
-        the new owner's clock caught up."""
-        newest = max(
-            int(r[0]) for table in _VERSIONED for r in self._rows(f"SELECT max(version) FROM {self._db}.{table}")
+        Why a claim in the store rather than the consumer group's generation: the rows live here,
+        so the order of claims is the order the store itself saw the restores in, on either bus;
+        a group's generation starts over when the group is deleted or renamed, and rows of a
+        newer owner would then lose. A tracer claims before it reads the open orders of
+        partitions it gained, and so after their previous owner claimed (that owner claimed
+        before it read them, and lost them later): the previous owner's late rows lose.
+
+        The rounding up by ``_SPILL_MARGIN``: a writer whose counter passed its epoch's end goes
+        on into the next one. A late batch may do so unseen (its versions were taken, not yet
+        stored), so a newest stored version in the top half of its epoch skips the next one."""
+        db = self._db
+        newest = max(int(r[0]) for table in _VERSIONED for r in self._rows(f"SELECT max(version) FROM {db}.{table}"))
+        claimed = int(self._rows(f"SELECT max(epoch) FROM {db}.owner_epochs")[0][0])
+        with self._lock:
+            mine = self._version
+        epoch = max(claimed + 1, ((max(newest, mine) + _SPILL_MARGIN) >> VERSION_SHIFT) + 1)
+        if epoch > MAX_EPOCH:
+            raise StoreError(
+                f"store {self._where}: no owner epoch is left to claim (the newest is {epoch - 1}, at most "
+                f"{MAX_EPOCH}); the versions of database {db} are exhausted"
+            )
+        self._insert(
+            "owner_epochs",
+            [[epoch], [self._now_ns() // 1_000_000], [self._owner], [sorted(set(partitions))]],
+            _EPOCH_COLUMNS,
+            settings=_SYNC_DISTRIBUTED,
         )
         with self._lock:
-            self._version = max(self._version, newest)
+            self.epoch = max(self.epoch, epoch)
+            self._version = max(self._version, epoch << VERSION_SHIFT)
+        return epoch
+
+    def _take_versions(self, n: int) -> int:
+        """The first of ``n`` consecutive new versions. A store that writes before any restore
+        (a backtest, a tool) claims an epoch first, so its rows too replace older ones."""
+        if not self.epoch:
+            self.claim_epoch()
+        with self._lock:
+            first = self._version + 1
+            self._version += n
+        return first
 
     def _rows(
         self, sql: str, params: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None

@@ -48,6 +48,7 @@ LOCAL_SUFFIX: Final = "_local"
 # `order_id` column needs no entry.
 SHARD_KEYS: Final = {
     "stitch_waiting": "value",  # waiting for their link: the order is not known yet
+    "owner_epochs": "owner",  # a claim belongs to no order; its readers take the max of every shard
 }
 _STATEMENT_END: Final = re.compile(r";[ \t]*(?:\n|$)")
 _CREATE_TABLE: Final = re.compile(

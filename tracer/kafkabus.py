@@ -18,6 +18,10 @@ This is the only module that imports the Kafka client. It keeps the promises of 
   store, while ``poll`` keeps the member alive in the group. From a revocation until the next
   assignment every owned partition reports lag (see ``lag``); a member evicted from the group
   (partitions lost, not revoked) treats whatever it is given back as new.
+* Fencing: ``generation`` is the member's group generation as kafka-python's coordinator knows it
+  now (its heartbeat thread resets it to -1 when it leaves the group after the poll interval, or
+  learns it was removed), and ``forfeit`` tells the listener at once that every owned partition is
+  lost, as an eviction would at the next poll (``tracer.ownership``).
 
 Connection settings come from the URL (``kafka://host:port[,host:port...]``); anything else
 kafka-python accepts can be passed through ``producer_config`` / ``consumer_config``.
@@ -329,6 +333,16 @@ class KafkaSource:
                 self.listener.on_revoked(sorted(lost))
             if gained:
                 self.listener.on_assigned(sorted(gained))
+
+    def generation(self) -> int:
+        """The member's group generation now (-1: not a member of a generation)."""
+        return int(self._consumer.group_metadata().generation_id)
+
+    def forfeit(self) -> None:
+        """Every owned partition is lost now: the listener hears so at once, and whatever the
+        group assigns next (at the rejoin, in a poll) is a gain, held until resumed."""
+        self._rebalancing_now(lost=True)
+        self._tell_listener()
 
     def assignment(self) -> list[int]:
         return sorted(self._owned)

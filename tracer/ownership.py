@@ -2,7 +2,7 @@
 its consumer group assigns it, so the processor loop runs unchanged over a shared bus.
 
 ``Ownership`` sits between the processor and a group consumer: it is the processor's ``Source``
-(``poll``/``commit``/``lag`` pass through) and the consumer's ``RebalanceListener``.
+(``poll``/``commit``/``lag`` pass through) and ``Fence``, and the consumer's ``RebalanceListener``.
 
 * Revoked partitions: the processor polls only after it has stored and committed everything it
   read, so at revocation nothing derived is unstored or uncommitted ("flush and commit" holds by
@@ -14,6 +14,12 @@ its consumer group assigns it, so the processor loop runs unchanged over a share
   (``Tracer.rewind``, ``PartitionClock.restart``), takes the open orders of all its partitions
   back, and the partitions resume from their committed positions (what was stored past them is
   read again: ``Processor.restored``).
+* A lapsed membership (the fence): a batch is stored only while the member is still in the group
+  generation the batch was read in (``lease``/``lapsed``: the consumer's generation). A member that
+  did not poll for the poll interval (a store write failing or hanging that long) has left the
+  group by then, and its partitions have moved on; the processor drops the batch and calls
+  ``forfeit``: every owned partition is forgotten at once, as a lost assignment is, and whatever
+  the group assigns at the rejoin is gained anew and rebuilt from the store.
 
 Why start the engine's time over rather than restore into the running engine: its clock never goes
 back, and gained partitions are behind it (their owner died, or read slower). Restored at our time,
@@ -51,6 +57,8 @@ class GroupSource(Protocol):
     def lag(self) -> dict[int, int]: ...
     def pause(self, partitions: Sequence[int]) -> None: ...
     def resume(self, partitions: Sequence[int]) -> None: ...
+    def generation(self) -> int: ...  # the member's group generation now; -1 when not a member
+    def forfeit(self) -> None: ...  # tell the listener every owned partition is lost, now
 
 
 class OpenOrders(Protocol):
@@ -114,6 +122,25 @@ class Ownership:
             for p in self.owned:
                 lag[p] = max(lag.get(p, 1), 1)
         return lag
+
+    # -- Fence (tracer.processor) -------------------------------------------------------------
+
+    def lease(self) -> int:
+        """The group generation the records polled last were read in (-1: not a member)."""
+        return self._source.generation()
+
+    def lapsed(self, lease: int) -> bool:
+        """Whether the member has left the generation ``lease`` names: its heartbeat thread leaves
+        the group once the poll interval passes without a poll, and hears from the coordinator
+        when it was removed (session timeout, a generation gone); a rejoin only happens in a poll,
+        so between two polls the generation can only be lost, never replaced."""
+        return lease < 0 or self._source.generation() != lease
+
+    def forfeit(self) -> None:
+        """Forget every owned partition now (``on_revoked``, called by the source): what the
+        engine holds of them is ahead of the store. The group's next assignment is a gain."""
+        log.warning("membership of the consumer group lapsed; forgetting partitions %s", sorted(self.owned))
+        self._source.forfeit()
 
     # -- RebalanceListener (called from inside the source's poll, on the polling thread) -------
 

@@ -22,6 +22,16 @@ bus under the order id for it, durably before the commit — or wait for their l
 waiting events are stored with the batch, and events that waited too long go to the dead-letter
 sink as unlinked.
 
+Over a consumer group (``tracer.ownership``) the source is also a ``Fence``: each batch notes the
+group generation it was read in, and is stored only while that generation lasts. A tracer whose
+store write failed (or whose processing stalled) for longer than the poll interval has left the
+group, and its partitions have moved on; the batch it holds is then dropped unstored and
+uncommitted (the new owner reads those records again from the committed positions) and its
+partitions are forgotten as a lost assignment is (``Fence.forfeit``), to be rebuilt from the store
+when the group assigns them again. The check narrows the window, it cannot close it (the group
+may move on during the write): the store's owner epochs do (``tracer.clickhouse``: rows written
+under an older epoch lose to a newer owner's).
+
 This module knows the consumer and the store only through the small protocols below.
 """
 
@@ -34,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 import msgspec
 
@@ -91,6 +101,16 @@ class Source(Protocol):
     def lag(self) -> dict[int, int]: ...  # partition -> records not yet read
 
 
+@runtime_checkable
+class Fence(Protocol):
+    """A source whose partitions can be taken away while a batch is in hand (a consumer group:
+    ``tracer.ownership.Ownership``). A source that is not one owns its partitions for good."""
+
+    def lease(self) -> int: ...  # names the ownership the records polled last were read under
+    def lapsed(self, lease: int) -> bool: ...  # that ownership has ended since (the group moved on)
+    def forfeit(self) -> None: ...  # forget every owned partition, as a lost assignment does
+
+
 class Sink(Protocol):
     """What the processor needs of the store."""
 
@@ -136,6 +156,7 @@ class _Batch:
     positions: dict[int, int]
     stitch: _StitchChanges | None = None
     forward: list[HopEvent] | None = None
+    lease: int | None = None  # the ownership its records were read under (a Fence's)
 
 
 @dataclass(slots=True)
@@ -144,6 +165,7 @@ class ProcessorStats:
     rejected: int = 0
     batches: int = 0
     store_errors: int = 0
+    fenced: int = 0  # batches dropped unstored: their partitions had moved to another owner
     last_batch_ms: float = 0.0
     restored_orders: int = 0
     lag_records: int = 0
@@ -191,6 +213,8 @@ class Processor:
         self.stats = ProcessorStats()
         self._pending: _Batch | None = None
         self._held: Sequence[InputRecord] = ()  # read, not yet processed: the store could not be asked
+        self._fence = source if isinstance(source, Fence) else None
+        self._lease: int | None = None  # the fence's lease of the records read last
         self.lock = threading.Lock()  # held while the engine changes; readers of engine state take it
         clock.assign(self.partitions)
 
@@ -234,13 +258,18 @@ class Processor:
         """One poll → process → store → commit cycle. Returns the number of records read.
 
         If the store write fails, the derived batch is kept and written again by the next call
-        before anything new is read; positions are committed only after it succeeded. If the store
+        before anything new is read; positions are committed only after it succeeded. A batch whose
+        partitions moved on meanwhile (the ``Fence``'s lease lapsed) is dropped instead. If the store
         cannot say which orders of a replay are closed, the records are kept and processed by the
         next call, before anything new is read."""
         if self._pending is not None:
             self._flush(self._pending)
-        records = self._held or self._source.poll(self._max_records, self._poll_timeout_s)
-        self._held = ()
+        if self._held:
+            records, self._held = self._held, ()
+        else:
+            records = self._source.poll(self._max_records, self._poll_timeout_s)
+            if self._fence is not None:
+                self._lease = self._fence.lease()
         if self._replay and records:
             self._recall_closed(records)
         started = time.perf_counter()
@@ -290,7 +319,7 @@ class Processor:
             self._reject(rejected)  # durable before the positions past them are committed
         forwarding, self._forwarding = self._forwarding, []
         if records or findings or forwarding or (stitched is not None and any(stitched)):
-            self._flush(_Batch(events, findings, snapshots, positions, stitched, forwarding))
+            self._flush(_Batch(events, findings, snapshots, positions, stitched, forwarding, self._lease))
             self.stats.batches += 1
             self.stats.last_batch_ms = (time.perf_counter() - started) * 1000
         self.stats.cycles += 1
@@ -396,6 +425,9 @@ class Processor:
         return self._partition_of(order_id) if self._partition_of is not None else default
 
     def _flush(self, batch: _Batch) -> None:
+        if self._fence is not None and batch.lease is not None and self._fence.lapsed(batch.lease):
+            self._drop(batch, self._fence)
+            return
         self._pending = batch
         if batch.forward and self._forward is not None:
             self._forward(batch.forward)  # a retry forwards again: the owner drops the duplicates
@@ -414,6 +446,25 @@ class Processor:
                     listener(batch.findings)
                 except Exception:  # a listener must never stop the pipeline
                     log.exception("finding listener %r failed", listener)
+
+    def _drop(self, batch: _Batch, fence: Fence) -> None:
+        """The group moved the batch's partitions on before it was stored: nothing of it is
+        stored, forwarded, committed or heard by the listeners (the new owner reads its records
+        again and derives it anew), and what the engine holds of those partitions, ahead of the
+        store now, is forgotten until the group assigns them again and they are rebuilt."""
+        self._pending = None
+        self._held = ()
+        self.stats.fenced += 1
+        log.warning(
+            "batch of partitions %s dropped unstored (%d events, %d findings, %d orders): this tracer left the "
+            "consumer group before storing it (a store write or a step took longer than the poll interval); "
+            "their new owner reads the records again, and they are rebuilt here if assigned again",
+            sorted(batch.positions) or self.partitions,
+            len(batch.events),
+            len(batch.findings),
+            len(batch.snapshots),
+        )
+        fence.forfeit()
 
     def _reject(self, rejected: list[tuple[InputRecord, str]]) -> None:
         self.stats.rejected += len(rejected)

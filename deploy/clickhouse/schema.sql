@@ -259,5 +259,24 @@ FROM ordertrail.hops
 WHERE trace_id != ''
 GROUP BY trace_id;
 
+-- ordertrail schema, version 4: owner epochs, which fence a stalled tracer's late writes
+-- (docs/kafka.md "Fencing").
+-- Every restore of open orders (a start, a takeover of partitions) claims the next epoch here
+-- before it reads; the versions of what that tracer writes next carry the epoch in their high
+-- bits (`version = epoch << 36 | counter`), so its rows replace those of every tracer that claimed
+-- before it, whatever the clocks. One row a restore; never expires (the newest epoch must stay).
+CREATE TABLE IF NOT EXISTS ordertrail.owner_epochs_local ON CLUSTER '{cluster}'
+(
+    epoch UInt64,
+    claimed_at DateTime64(3),
+    owner String,
+    partitions Array(UInt32)
+)
+ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/ordertrail/owner_epochs_local', '{replica}')
+ORDER BY epoch;
+
+CREATE TABLE IF NOT EXISTS ordertrail.owner_epochs ON CLUSTER '{cluster}' AS ordertrail.owner_epochs_local
+ENGINE = Distributed('{cluster}', ordertrail, owner_epochs_local, cityHash64(owner));
+
 -- The migrations this file covers: Store.open on any node then has nothing to apply.
-INSERT INTO ordertrail.schema_migrations (version, name, applied_at) VALUES (1, 'init', now64(3)), (2, 'order_keys', now64(3)), (3, 'otel_views', now64(3));
+INSERT INTO ordertrail.schema_migrations (version, name, applied_at) VALUES (1, 'init', now64(3)), (2, 'order_keys', now64(3)), (3, 'otel_views', now64(3)), (4, 'owner_epochs', now64(3));

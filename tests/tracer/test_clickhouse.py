@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
-from tracer.clickhouse import Store, migrations
+from tracer.clickhouse import VERSION_SHIFT, Store, migrations
 from tracer.engine import OrderSnapshot, Tracer
 from tracer.errors import StoreError
 from tracer.journeys import parse_journeys
@@ -399,7 +399,8 @@ def test_migration_3_keeps_the_spans_of_a_version_2_store(chdb_dir: Path, monkey
     import tracer.clickhouse
 
     every = migrations()
-    monkeypatch.setattr(tracer.clickhouse, "migrations", lambda: [m for m in every if m[0] <= 2])
+    # A version 2 schema, plus the owner epochs that this code's writes claim from (migration 4).
+    monkeypatch.setattr(tracer.clickhouse, "migrations", lambda: [m for m in every if m[0] <= 2 or m[0] == 4])
     with Store.open(f"chdb://{chdb_dir}", database="upgraded") as old:
         old.write([ev("o1", "checkout.placed", T0)], [], [snap("o1")])
         assert old._rows("SELECT engine FROM system.tables WHERE database = 'upgraded' AND name = 'otel_traces'") == [
@@ -496,6 +497,91 @@ def test_a_tracer_taking_over_replaces_what_its_predecessor_wrote_though_its_clo
             assert store.findings(status="all")[0].status == RESOLVED
             record = store.order("o1")
             assert record is not None and record.snapshot is not None and not record.snapshot.open
+
+
+@pytest.mark.integration
+def test_a_stalled_owners_late_write_loses_to_the_new_owner_though_its_clock_is_later(chdb_dir: Path) -> None:
+    # The zombie of docs/kafka.md "Fencing": the first tracer restored (claimed its epoch) and
+    # wrote the order, then stalled in a store write past the poll interval; the second took the
+    # partition over, and the order's finding resolved and the order completed there. Then the
+    # first one's held batch lands, from a clock an hour ahead: the store keeps the new owner's.
+    db = f"t{next(_databases)}"
+    now = 10**18
+    with (
+        Store.open(f"chdb://{chdb_dir}", database=db, now_ns=lambda: now + 3600 * 10**9) as zombie,
+        Store.open(f"chdb://{chdb_dir}", database=db, now_ns=lambda: now) as owner,
+    ):
+        zombie.open_orders([0])
+        zombie.write([], [finding("o1")], [snap("o1")])
+        owner.open_orders([0])
+        assert owner.epoch > zombie.epoch
+        owner.write([], [resolved(finding("o1"), T0)], [snap("o1", open=False)])
+        zombie.write([], [finding("o1")], [snap("o1", next_due=T0 + 99_000)])  # late, and newer by its clock
+        for store in (zombie, owner):
+            assert store.open_orders() == ([], [])
+            assert store.closed_orders(["o1"]) == ["o1"]
+            assert [f.status for f in store.findings(status="all")] == [RESOLVED]
+            record = store.order("o1")
+            assert record is not None and record.snapshot is not None and not record.snapshot.open
+            assert [f.status for f in record.findings] == [RESOLVED]
+
+
+@pytest.mark.integration
+def test_every_restore_claims_an_epoch_above_every_claim_and_every_stored_version(chdb_dir: Path) -> None:
+    db = f"t{next(_databases)}"
+    with (
+        Store.open(f"chdb://{chdb_dir}", database=db, owner="a:1") as a,
+        Store.open(f"chdb://{chdb_dir}", database=db, owner="b:2") as b,
+    ):
+        assert (a.epoch, b.epoch) == (0, 0)  # claimed by the first restore (or write), not by opening
+        a.open_orders([0, 1])
+        b.open_orders([2])  # claims above a's though a has written nothing yet
+        a.open_orders([1])
+        assert a.epoch > b.epoch > 0
+        rows = a._rows(f"SELECT epoch, owner, partitions FROM {db}.owner_epochs ORDER BY epoch")
+        assert [(o, p) for _, o, p in rows] == [("a:1", [0, 1]), ("b:2", [2]), ("a:1", [1])]
+        assert [e for e, _, _ in rows][-1] == a.epoch
+
+
+@pytest.mark.integration
+def test_new_versions_replace_rows_stored_before_epochs_with_clock_versions(chdb_dir: Path) -> None:
+    # Before migration 0004 versions were the writer's clock in ns (about 2^60.6 in 2026). Such
+    # rows, of an order open with an open finding, must lose to what a tracer writes now.
+    db = f"t{next(_databases)}"
+    legacy = 1_795_000_000_000_000_000
+    with Store.open(f"chdb://{chdb_dir}", database=db) as store:
+        store.write([], [finding("o1")], [snap("o1")])
+        for table in ("orders", "findings", "trail"):
+            store._command(
+                f"INSERT INTO {db}.{table} SELECT * REPLACE (version + {legacy} AS version) FROM {db}.{table} "
+                "WHERE version > 0"
+            )
+        store._command(f"TRUNCATE TABLE {db}.owner_epochs")
+    with Store.open(f"chdb://{chdb_dir}", database=db) as store:
+        snapshots, findings = store.open_orders([0])
+        assert [s.order_id for s in snapshots] == ["o1"] and len(findings) == 1
+        assert store.epoch << VERSION_SHIFT > legacy
+        store.write([], [resolved(finding("o1"), T0)], [snap("o1", open=False)])
+        assert store.open_orders() == ([], [])
+        assert [f.status for f in store.findings(status="all")] == [RESOLVED]
+        record = store.order("o1")
+        assert record is not None and record.snapshot is not None and not record.snapshot.open
+
+
+@pytest.mark.integration
+def test_a_claim_skips_the_next_epoch_when_the_newest_version_is_near_its_epochs_end(chdb_dir: Path) -> None:
+    # A writer whose counter ran into the next epoch may have a batch in hand (versions taken,
+    # not stored) that did: the next claim must be above that batch too.
+    db = f"t{next(_databases)}"
+    near_end = (5 << VERSION_SHIFT) + (1 << VERSION_SHIFT) - 10
+    with Store.open(f"chdb://{chdb_dir}", database=db) as store:
+        store.write([], [finding("o1")], [])
+        store._command(f"INSERT INTO {db}.findings SELECT * REPLACE ({near_end} AS version) FROM {db}.findings")
+        assert store.claim_epoch() == 7
+        store._command(
+            f"INSERT INTO {db}.findings SELECT * REPLACE ({9 << VERSION_SHIFT} AS version) FROM {db}.findings"
+        )
+        assert store.claim_epoch() == 10
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,19 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
+import pytest
+
 from tests.tracer.conftest import CHECKOUT, PAYMENT, T0, M, S, complete_then_die, web_order
 from tests.tracer.conftest import hop as hop_event
 from tracer.bus import KeyPartitioner, Message, RebalanceListener, Record
 from tracer.clock import ManualClock, PartitionClock
-from tracer.engine import Tracer
+from tracer.engine import OrderSnapshot, Tracer
+from tracer.errors import StoreError
 from tracer.fakebus import MemoryBus
 from tracer.memstore import MemStore
-from tracer.model import MISSING
+from tracer.model import MISSING, Finding, HopEvent
 from tracer.ownership import Ownership
-from tracer.processor import Processor
+from tracer.processor import Fence, Processor
 
 TOPIC = "hops"
 PARTS = 2
@@ -43,10 +46,27 @@ class FakeGroup:
         self.paused: set[int] = set()
         self._told: set[int] = set()
         self._next: dict[int, int] = {}
+        self._generation = 0
+        self._generations = 0
 
     def rebalance(self, partitions: set[int]) -> None:
         self.paused |= partitions - self.assigned  # held, as KafkaSource(hold_new=True) does
         self.assigned = partitions
+        self._generations += 1
+        self._generation = self._generations
+
+    def leave(self) -> None:
+        """The member left the group (no poll for the poll interval), as its heartbeat thread does."""
+        self._generation = -1
+
+    def generation(self) -> int:
+        return self._generation
+
+    def forfeit(self) -> None:
+        lost, self._told, self.assigned = sorted(self._told), set(), set()
+        assert self.listener is not None
+        if lost:
+            self.listener.on_revoked(lost)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         lost, gained = self._told - self.assigned, self.assigned - self._told
@@ -79,10 +99,23 @@ class FakeGroup:
         self.paused -= set(partitions)
 
 
-def make(wall: ManualClock) -> tuple[MemoryBus, FakeGroup, MemStore, Processor, Ownership]:
+class FlakyStore(MemStore):
+    """A store whose writes fail while it is down."""
+
+    down = False
+
+    def write(
+        self, events: Sequence[HopEvent], findings: Sequence[Finding], snapshots: Sequence[OrderSnapshot]
+    ) -> None:
+        if self.down:
+            raise StoreError("store down")
+        super().write(events, findings, snapshots)
+
+
+def make(wall: ManualClock) -> tuple[MemoryBus, FakeGroup, FlakyStore, Processor, Ownership]:
     bus = MemoryBus({TOPIC: PARTS})
     group = FakeGroup(bus)
-    store = MemStore()
+    store = FlakyStore()
     ownership = Ownership(group, store)
     group.listener = ownership
     proc = Processor(ownership, store, Tracer(JOURNEYS), PartitionClock(wall, warmup_ms=0), [])
@@ -134,6 +167,66 @@ def test_revoked_partitions_are_forgotten_and_not_committed() -> None:
     proc.step()
     assert proc.partitions == [0] and proc.tracer.order(give) is None and proc.tracer.order(keep) is not None
     assert not ownership.rebuilding  # losing partitions needs no rebuild
+
+
+def test_a_batch_is_dropped_unstored_when_the_member_left_the_group_while_the_store_was_down() -> None:
+    """The store was down longer than the poll interval: the member left the group meanwhile and
+    its partitions moved on. The batch it holds must not be stored or committed when the store
+    comes back (the new owner reads those records again), and what the engine holds of the
+    partitions, ahead of the store, is forgotten until the group assigns them again."""
+    wall = ManualClock(T0)
+    bus, group, store, proc, ownership = make(wall)
+    mine = order_in(1, "o")
+    group.rebalance({0, 1})
+    step_until_rebuilt(proc, ownership)
+    bus.produce_batch(TOPIC, [Message(mine, event(mine, CHECKOUT, 0))])
+    proc.step()
+    bus.produce_batch(TOPIC, [Message(mine, event(mine, PAYMENT, 2 * S))])
+    store.down = True
+    with pytest.raises(StoreError):
+        proc.step()  # read under the generation; not stored
+    with pytest.raises(StoreError):
+        proc.step()  # retried while still a member: not fenced
+    assert proc.stats.fenced == 0
+
+    group.leave()
+    store.down = False
+    proc.step()
+    assert proc.stats.fenced == 1
+    assert hops_stored(store, mine) == [CHECKOUT]
+    assert bus.committed(TOPIC, "g") == {1: 1}
+    assert proc.partitions == [] and proc.tracer.order(mine) is None and ownership.owned == set()
+
+    group.rebalance({0, 1})  # the rejoin gives them back: rebuilt, read again from the committed position
+    step_until_rebuilt(proc, ownership)
+    proc.step()
+    state = proc.tracer.order(mine)
+    assert state is not None and state.seen == 0b11
+    assert hops_stored(store, mine) == [CHECKOUT, PAYMENT]
+    assert bus.committed(TOPIC, "g") == {1: 2}
+
+
+def test_a_batch_read_in_a_generation_that_lasts_is_stored_though_the_group_rebalanced_before() -> None:
+    wall = ManualClock(T0)
+    bus, group, store, proc, ownership = make(wall)
+    mine = order_in(0, "o")
+    group.rebalance({0})
+    step_until_rebuilt(proc, ownership)
+    group.rebalance({0, 1})  # a new generation, heard at the next poll
+    step_until_rebuilt(proc, ownership)
+    bus.produce_batch(TOPIC, [Message(mine, event(mine, CHECKOUT, 0))])
+    proc.step()
+    assert proc.stats.fenced == 0 and hops_stored(store, mine) == [CHECKOUT]
+
+
+def test_ownership_is_the_fence_of_the_processor_it_steers() -> None:
+    _, _, _, _, ownership = make(ManualClock(T0))
+    assert isinstance(ownership, Fence)  # the processor fences a source that is one
+
+
+def hops_stored(store: MemStore, order_id: str) -> list[str]:
+    record = store.order(order_id)
+    return [] if record is None else [e.hop for e in record.events]
 
 
 def test_a_taken_over_backlog_is_judged_by_its_own_time_not_the_clock_already_reached() -> None:

@@ -188,6 +188,53 @@ def test_listeners_get_findings_after_they_are_stored_and_a_failing_listener_is_
     assert len(seen) == 1 and seen[0] in sink.findings
 
 
+@dataclass
+class GroupSource(FakeSource):
+    """A source in a consumer group (a ``Fence``): a lease per generation; ``leave`` ends it."""
+
+    generation: int = 1
+    forfeited: int = 0
+
+    def lease(self) -> int:
+        return self.generation
+
+    def lapsed(self, lease: int) -> bool:
+        return lease != self.generation
+
+    def forfeit(self) -> None:
+        self.forfeited += 1
+
+
+def test_a_batch_whose_lease_lapsed_before_it_was_stored_is_dropped_uncommitted_and_unheard() -> None:
+    wall = ManualClock(T0)
+    source, sink = GroupSource(), FakeSink()
+    proc = Processor(source, sink, Tracer(JOURNEYS), PartitionClock(wall, in_flight_ms=0, warmup_ms=0), [0])
+    seen: list[Finding] = []
+    proc.add_listener(seen.extend)
+    source.add(0, event("o1", "checkout.placed", T0))
+    proc.step()
+    wall.advance(31_000)  # o1's payment is missing: a finding, in the batch the store refuses
+    sink.fail = 1
+    with pytest.raises(StoreError):
+        proc.step()
+    source.generation = -1  # left the group meanwhile (no poll for the poll interval)
+    proc.step()
+    assert (proc.stats.fenced, source.forfeited) == (1, 1)
+    assert sink.findings == [] and seen == [] and source.committed == {0: 1}
+    proc.step()  # the dropped batch is not tried again
+    assert sink.findings == [] and proc.stats.fenced == 1
+
+
+def test_a_source_outside_any_group_is_never_fenced() -> None:
+    source, sink, proc, _ = make()
+    source.add(0, event("o1", "checkout.placed", T0))
+    sink.fail = 1
+    with pytest.raises(StoreError):
+        proc.step()
+    proc.step()
+    assert len(sink.events) == 1 and source.committed == {0: 1} and proc.stats.fenced == 0
+
+
 def test_tune_gc_raises_the_young_generation_threshold_and_keeps_a_higher_one() -> None:
     saved = gc.get_threshold()
     try:
