@@ -293,14 +293,13 @@ class Tracer:
         if len(h) != 8:
             h = _eid_bytes(eid)
         buf = st.buf
-        if h in buf:  # usually not: ``in`` parses no arguments, ``find`` with a start does
-            start = n8 + 16
-            pos = buf.find(h, start)
-            while pos >= 0:
-                if (pos - start) & 7 == 0:
-                    stats.duplicates += 1
-                    return
-                pos = buf.find(h, pos + 1)
+        start = n8 + 16
+        pos = buf.find(h, start)
+        while pos >= 0:
+            if (pos - start) & 7 == 0:
+                stats.duplicates += 1
+                return
+            pos = buf.find(h, pos + 1)
         ts: int = fields[2]
         changed = bytearray(buf)
         changed += h
