@@ -85,7 +85,7 @@ def throughput(ctx: Context) -> Section:
     )
     section.notes.append(
         "The target row is issue 2's measure as written: \"backtest/engine throughput ... next to a minimal "
-        "reference loop ... (decode + dict state + batched chDB insert)\", target \"engine ≥ 0.8 × the reference "
+        'reference loop ... (decode + dict state + batched chDB insert)", target "engine ≥ 0.8 × the reference '
         "loop\". ordertrail's side is the engine without a store, as `ordertrail backtest` runs unless given "
         "`--store`. The two rows after it compare like with like: with a store on both sides (ordertrail's writes "
         "four tables: the hops, findings, order snapshots and the trail of every record as JSON; the reference's "
