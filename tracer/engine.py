@@ -212,8 +212,9 @@ class OrderState:
     customer_id: str = ""
     pending: list[tuple[str, int, bool]] | None = None  # (hop, ts, error) awaiting a journey
     # hash() of the order's derived trace id once a hop carried it (-1: none yet; no str hashes
-    # to -1): its next hops, which carry it too, are not hashed with blake2b again
-    derived_hash: int = -1
+    # to -1): its next hops, which carry it too, are not hashed with blake2b again. An i64:
+    # compiled, a C member (a 64-bit hash as an int field would be a boxed int, 32 B an order).
+    derived_hash: i64 = -1
 
     @property
     def journey(self) -> Journey | None:
@@ -309,7 +310,7 @@ class Tracer:
             st.customer_id = fields[10]
         if st.trace_id is None:  # has a hop carried a trace id of its own (propagated context)?
             trace_id: str = fields[4]
-            seen = hash(trace_id)
+            seen: i64 = hash(trace_id)
             if seen != st.derived_hash:  # not the one already found to be the derived id
                 if trace_id != derive_trace_id(oid):
                     st.trace_id = trace_id
