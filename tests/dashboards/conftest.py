@@ -26,6 +26,13 @@ def _stored(text: str) -> float:
     )
 
 
+def _waiting(text: str) -> bool:
+    """Open orders by step are in the scrape."""
+    return any(
+        s.name == "ordertrail_orders_waiting" for family in text_string_to_metric_families(text) for s in family.samples
+    )
+
+
 @pytest.fixture(scope="package")
 def ordertrail_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A running ``ordertrail run`` that has processed and stored its test events."""
@@ -45,7 +52,9 @@ def ordertrail_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
             ]
         )
         assert answer["accepted"] == 6 and len(answer["rejected"]) == 1
-        server.wait_for("/metrics", lambda text: _stored(text) >= 6, timeout=30)
+        # The open orders by step are read at most every 10 s (ordertrail.metrics.Throttled): a
+        # scrape before the events were processed keeps showing none until the next reading.
+        server.wait_for("/metrics", lambda text: _stored(text) >= 6 and _waiting(text), timeout=30)
         yield server
     finally:
         server.stop()
