@@ -214,7 +214,8 @@ def _reference(url: str, group: str, n: int) -> dict[str, Any]:
 
 class _Timed:
     """The tracer's source as the benchmark sees it: the first poll that returns records starts the
-    clocks, at the same point as in the reference (before anything of that batch is processed)."""
+    clocks, at the same point as in the reference (before anything of that batch is processed).
+    Everything else passes through to the Ownership it wraps."""
 
     def __init__(self, source: Any) -> None:
         self._source = source
@@ -232,6 +233,18 @@ class _Timed:
     def lag(self) -> dict[int, int]:
         lag: dict[int, int] = self._source.lag()
         return lag
+
+    # The Fence (tracer.processor) of the Ownership it wraps: the processor checks the group
+    # generation of every batch, as in `ordertrail tracer`, and the benchmark measures that too.
+    def lease(self) -> int:
+        lease: int = self._source.lease()
+        return lease
+
+    def lapsed(self, lease: int) -> bool:
+        return bool(self._source.lapsed(lease))
+
+    def forfeit(self) -> None:
+        self._source.forfeit()
 
 
 class _NoEngine:

@@ -64,9 +64,8 @@ from tracer.model import (
     derive_trace_id,
 )
 from tracer.model import OrderSnapshot as OrderSnapshot  # defined there: msgspec must read its annotations
-from tracer.transit import EdgeTransit
+from tracer.transit import COMPILED, EdgeTransit  # compiled: all of tracer.native's modules or none
 
-COMPILED: Final = not __file__.endswith(".py")  # built by mypyc (tracer.native)
 _Q: Final = struct.Struct("<q")
 # Typed: compiled, what it reads is a native int (struct's own signature says Any).
 _UNPACK: Final[Callable[[bytes | bytearray, int], tuple[int]]] = _Q.unpack_from

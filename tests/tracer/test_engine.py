@@ -749,3 +749,15 @@ def test_a_restored_failure_is_resolved_by_the_retry_and_moved_back_by_an_earlie
     moved, resolved = second.drain_findings()
     assert (moved.status, moved.due_at) == (OPEN, at(2 * S))
     assert (resolved.status, resolved.due_at, resolved.late_by_ms) == (RESOLVED, at(2 * S), 7 * S)
+
+
+@pytest.mark.parametrize("value", [0, 1, 255, 256, 1_779_436_800_123, 2**56 - 1, 2**62, 2**63 - 1, -1, -(2**63)])
+def test_an_int64_of_an_orders_buf_reads_back_as_written(value: int) -> None:
+    """``_at`` reads an order's times byte by byte (compiled) or with ``struct`` (interpreted):
+    every int64 the engine writes reads back, the sign and the unset marker (-2**63) included."""
+    import struct
+
+    from tracer.engine import _at
+
+    buf = b"\x01" * 8 + struct.pack("<q", value) + b"\x02" * 8
+    assert _at(buf, 8) == value
