@@ -36,10 +36,16 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import kafka.codec as codecs
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import __version__ as kafka_version
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.fetcher import Fetcher
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError, TopicAlreadyExistsError
+from kafka.protocol.consumer import IsolationLevel
+from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.util import calc_crc32c
 from kafka.structs import OffsetAndMetadata
 
 from tracer.bus import (
@@ -53,6 +59,7 @@ from tracer.bus import (
     RebalanceListener,
     Record,
 )
+from tracer.kafkawire import has_legacy, parse_log
 
 log = logging.getLogger("ordertrail.kafka")
 
@@ -208,6 +215,7 @@ class KafkaBus:
             )
         except KafkaError as exc:
             raise BusError(f"Kafka at {self.url} cannot be reached: {exc}") from exc
+        read_fast(consumer)
         return KafkaSource(consumer, topic, listener=listener, hold_new=hold_new)
 
     def close(self) -> None:
@@ -223,6 +231,93 @@ class KafkaBus:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _decompress(codec: int, data: bytes) -> bytes:
+    if codec == DefaultRecordBatch.CODEC_GZIP:
+        return bytes(codecs.gzip_decode(data))
+    if codec == DefaultRecordBatch.CODEC_SNAPPY:
+        return bytes(codecs.snappy_decode(data))
+    if codec == DefaultRecordBatch.CODEC_LZ4:
+        return bytes(codecs.lz4_decode(data))
+    if codec == DefaultRecordBatch.CODEC_ZSTD:
+        return bytes(codecs.zstd_decode(data))
+    raise ValueError(f"unknown compression codec {codec} (1 gzip, 2 snappy, 3 lz4, 4 zstd)")
+
+
+def _crc32c(data: bytes) -> int:
+    return int(calc_crc32c(data))
+
+
+class _FastPartitionRecords(Fetcher.PartitionRecords):  # type: ignore[misc]  # kafka-python is untyped
+    """One fetched partition, read by ``tracer.kafkawire`` into ``Record``s when it can be: log
+    format v2, reading uncommitted, no deserializers (what ``KafkaBus.consumer`` sets up). Else,
+    and for any fetch with a batch in an older format, kafka-python's own reading, unchanged.
+
+    kafka-python's contract kept: ``take(n)`` returns up to n records from the position on and
+    moves ``next_fetch_offset`` past them (after the last batch when the fetch is used up, so a
+    trailing control batch is stepped over); a malformed batch ends the fetch with a
+    ``CorruptRecordError``, raised by the next ``take`` after the good records before it are
+    returned (or by this one, when there are none)."""
+
+    def __init__(self, fetch_offset: int, tp: TopicPartition, records: Any, **config: Any) -> None:
+        super().__init__(fetch_offset, tp, records, **config)
+        raw = getattr(records, "_buffer", None)
+        self._parsed: list[Record] | None = None
+        if (
+            raw is None
+            or config.get("key_deserializer") is not None
+            or config.get("value_deserializer") is not None
+            or config.get("isolation_level", IsolationLevel.READ_UNCOMMITTED) != IsolationLevel.READ_UNCOMMITTED
+        ):
+            return
+        buf = raw if isinstance(raw, bytes) else bytes(raw)
+        if has_legacy(buf):
+            return
+        got = parse_log(buf, fetch_offset, tp.topic, tp.partition, self.check_crcs, _crc32c, _decompress)
+        self._parsed = got.records
+        self._taken = 0
+        self._end = got.next_offset
+        self._error = CorruptRecordError(got.error) if got.error else None
+        if got.leader_epoch >= 0:
+            self.leader_epoch = got.leader_epoch
+        self.bytes_read = got.bytes_read
+        self.records_read = len(got.records)
+
+    def take(self, n: int | None = None) -> list[Any]:
+        parsed = self._parsed
+        if parsed is None:
+            return super().take(n)  # type: ignore[no-any-return]
+        self._maybe_raise_next_inline_exception()
+        if self.record_iterator is None:  # drained
+            return []
+        start = self._taken
+        stop = len(parsed) if n is None else min(len(parsed), start + n)
+        out = parsed[start:stop]
+        self._taken = stop
+        if out:
+            self.next_fetch_offset = out[-1].offset + 1
+        if stop == len(parsed):
+            if self._error is not None:
+                error, self._error = self._error, None
+                if not out:
+                    raise error
+                self._next_inline_exception = error
+            else:
+                self.next_fetch_offset = max(self.next_fetch_offset, self._end)
+                self.drain()
+        return out
+
+
+def read_fast(consumer: KafkaConsumer) -> bool:
+    """Have ``consumer`` read its fetches with ``tracer.kafkawire`` (see ``_FastPartitionRecords``).
+    False, and kafka-python's reading kept, if this kafka-python has no such place to do it."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None or not isinstance(getattr(fetcher, "PartitionRecords", None), type):
+        log.warning("kafka-python %s: records are read by kafka-python (slower), not tracer.kafkawire", kafka_version)
+        return False
+    fetcher.PartitionRecords = _FastPartitionRecords
+    return True
 
 
 class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
@@ -298,7 +393,11 @@ class KafkaSource:
             p = tp.partition
             if p not in owned or not records:
                 continue
-            # The hot path: one Record a record, kafka-python's header list passed on as it is.
+            if type(records[0]) is Record:  # read by tracer.kafkawire (_FastPartitionRecords)
+                out += records
+                self._positions[p] = records[-1].offset + 1
+                continue
+            # Read by kafka-python: one Record a record, its header list passed on as it is.
             out += [
                 Record(
                     topic,

@@ -41,6 +41,7 @@ MODULES: Final = (
     "tracer.engine",
     "tracer.waiting",  # a Tracer subclass: an interpreted class cannot inherit from a compiled one
     "tracer.stitch",  # in front of the engine on every event of a journey with keys
+    "tracer.kafkawire",  # every record read from Kafka
 )
 GROUP: Final = "tracer._hot"  # the shared library of the compiled modules: tracer/_hot__mypyc.*.so
 MANIFEST: Final = "_native.json"  # in tracer/, beside the extensions
