@@ -397,7 +397,8 @@ class KafkaSource:
                 out += records
                 self._positions[p] = records[-1].offset + 1
                 continue
-            # Read by kafka-python: one Record a record, its header list passed on as it is.
+            # Read by kafka-python (older formats, read_committed): one Record a record, a null
+            # header value as b"", as tracer.kafkawire reads it (so either reading gives one Record).
             out += [
                 Record(
                     topic,
@@ -406,7 +407,7 @@ class KafkaSource:
                     r.timestamp,
                     "" if r.key is None else r.key.decode(errors="replace"),
                     b"" if r.value is None else r.value,
-                    r.headers or (),
+                    [(k, b"" if v is None else v) for k, v in r.headers] if r.headers else (),
                 )
                 for r in records
             ]

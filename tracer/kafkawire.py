@@ -110,7 +110,7 @@ class _Reader:
 
     def take(self, n: i64) -> bytes:
         pos = self.pos
-        if n < 0 or pos + n > self.end:
+        if n < 0 or n > self.end - pos:  # not pos + n: near 2**63 it wraps (a native int, compiled)
             raise ValueError(f"a field of {n} bytes runs past the end of the batch")
         self.pos = pos + n
         return self.data[pos : pos + n]
@@ -174,7 +174,8 @@ def parse_log(
             pos = end
             continue
         first_ts = _i64(buf, pos + 27)
-        append_ts = _i64(buf, pos + 35) if attrs & _LOG_APPEND_TIME else i64(-1)
+        log_append = (attrs & _LOG_APPEND_TIME) != 0  # every record's time is the batch's max timestamp
+        max_ts = _i64(buf, pos + 35)
         count = _i32(buf, pos + 57)
         codec = attrs & _CODEC_MASK
         body = buf[pos + HEADER : end]
@@ -186,7 +187,7 @@ def parse_log(
                 return out
         kept = len(records)
         try:
-            _records(_Reader(body), count, base, first_ts, append_ts, fetch_offset, topic, partition, records)
+            _records(_Reader(body), count, base, first_ts, log_append, max_ts, fetch_offset, topic, partition, records)
         except ValueError as exc:
             del records[kept:]  # a batch is taken whole or not at all
             out.error = f"batch at offset {base} for partition {partition}: {exc}"
@@ -202,7 +203,8 @@ def _records(
     count: i64,
     base: i64,
     first_ts: i64,
-    append_ts: i64,
+    log_append: bool,
+    max_ts: i64,
     fetch_offset: i64,
     topic: str,
     partition: int,
@@ -240,7 +242,7 @@ def _records(
                 topic,
                 partition,
                 offset,
-                append_ts if append_ts >= 0 else first_ts + ts_delta,
+                max_ts if log_append else first_ts + ts_delta,
                 key,
                 value,
                 headers if headers else (),
