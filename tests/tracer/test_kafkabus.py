@@ -1,18 +1,21 @@
 """The Kafka adapter against a real Kafka-compatible broker (Tansu on loopback): records placed by
 Kafka's partitioner with their headers, positions committed only forward by the caller, lag, and a
-group of two members splitting the partitions, new ones held until resumed."""
+group of two members splitting the partitions, new ones held until resumed; and records read by
+``tracer.kafkawire`` (the consumer's fast path) exactly as they were produced."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.support.tansu import GROUP_TIMEOUTS, Tansu, tansu  # noqa: F401  (the broker fixture)
+from tracer import kafkabus, kafkawire
 from tracer.bus import HOPS_PARTITIONS, HOPS_TOPIC, BusError, Message, Record, partition_for
-from tracer.kafkabus import KafkaBus, KafkaSource, bootstrap_servers
+from tracer.kafkabus import KafkaBus, KafkaSource, _FastPartitionRecords, bootstrap_servers
 
 
 @pytest.mark.parametrize("url", ["kafka://", "kafka://broker", "http://broker:9092", "kafka://b:1,c:99999"])
@@ -112,3 +115,46 @@ def test_a_second_member_takes_half_the_partitions_and_new_ones_wait_until_resum
             a.close()
             if b is not None:
                 b.close()
+
+
+@pytest.mark.integration
+def test_a_consumer_reads_through_kafkawire_and_gets_keys_values_and_headers_back_exactly(
+    tansu: Tansu,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read_by_kafkawire: list[int] = []
+    codecs: set[int] = set()
+
+    def parse_log(buf: bytes, *args: Any) -> kafkawire.Parsed:
+        got = kafkawire.parse_log(buf, *args)
+        read_by_kafkawire.append(len(got.records))
+        if len(buf) > kafkawire.HEADER:
+            codecs.add(buf[22] & 0x07)  # the first batch's compression (low bits of its attributes)
+        return got
+
+    monkeypatch.setattr(kafkabus, "parse_log", parse_log)  # counts what the fast path reads
+    topic = "wire.roundtrip"
+    messages = [
+        Message(
+            "ordre-é-東京-🚚", b'{"hop": "checkout.placed"}', [("traceparent", b"00-" + b"a" * 32), ("empty", b"")]
+        ),
+        Message("", b"", []),
+        Message("big", bytes(range(256)) * 400, [("n", b"1"), ("n", b"2"), ("ключ", b"\x00\xff")]),  # 100 KiB
+        *(Message(f"order-{i}", b'{"i": %d}' % i, [("i", b"%d" % i)]) for i in range(40)),
+    ]
+    with KafkaBus(tansu.url) as bus:  # its producer writes lz4
+        bus.ensure_topics({topic: 2})
+        placed = bus.produce_batch(topic, messages)
+        source = bus.consumer(topic, "g-wire", **GROUP_TIMEOUTS)
+        try:
+            assert source._consumer._fetcher.PartitionRecords is _FastPartitionRecords
+            records = poll_until(source, lambda got: len(got) >= len(messages))
+        finally:
+            source.close()
+    assert sorted((r.partition, r.offset) for r in records) == sorted(placed)
+    by_place = {(r.partition, r.offset): r for r in records}
+    for message, place in zip(messages, placed, strict=True):
+        got = by_place[place]
+        assert (got.key, got.value, list(got.headers)) == (message.key, message.value, list(message.headers))
+    assert sum(read_by_kafkawire) >= len(messages)
+    assert codecs == {3}  # lz4, as produced
