@@ -7,6 +7,9 @@ beginning, in its own interpreter:
 
 * reference: ``KafkaConsumer.poll`` → ``msgspec`` decode of every value → synchronous commit, the
   least any consumer of this topic does;
+* the same loop over ordertrail's ``KafkaSource``, whose consumer reads the fetched record batches
+  with ``tracer.kafkawire`` (compiled) instead of kafka-python's record-by-record Python: what
+  ordertrail's reading itself costs, like for like;
 * ordertrail: the ``ordertrail tracer`` loop — ``KafkaSource`` → ``Ownership`` → ``Processor``
   (validation, engine, findings) with a store that accepts every batch and keeps nothing, so the
   number is the tracer's own cost over Kafka (the store has its own benchmarks);
@@ -58,21 +61,29 @@ def kafka(ctx: Context) -> Section:
     with start_tansu(ctx.scratch("tansu")) as broker:
         n = _fill(broker.url, path)
         ctx.log(f"  {n:,} events in the hops topic of {broker.url}")
-        runs: dict[str, list[dict[str, Any]]] = {"reference": [], "tracer": [], "loop": [], "pair": []}
+        runs: dict[str, list[dict[str, Any]]] = {"reference": [], "read": [], "tracer": [], "loop": [], "pair": []}
         for _ in range(ctx.scale.repeats):
             runs["reference"].append(_child(broker.url, "reference", n))
+            runs["read"].append(_child(broker.url, "read", n))
             runs["tracer"].append(_child(broker.url, "tracer", n))
             runs["loop"].append(_child(broker.url, "loop", n))
         runs["pair"].append(_pair(ctx, broker.url, n))
     best = {k: max(v, key=lambda r: r["events_per_s"]) for k, v in runs.items()}
-    ref, one, loop, two = best["reference"], best["tracer"], best["loop"], best["pair"]
+    ref, read, one, loop, two = best["reference"], best["read"], best["tracer"], best["loop"], best["pair"]
     for name, r in best.items():
         ctx.log(f"  {name}: {r['events_per_s']:,.0f} events/s")
     ref_cpu = max(r["events_per_cpu_s"] for r in runs["reference"])
     one_cpu = max(r["events_per_cpu_s"] for r in runs["tracer"])
     loop_cpu = max(r["events_per_cpu_s"] for r in runs["loop"])
+    read_cpu = max(r["events_per_cpu_s"] for r in runs["read"])
     section.rows += [
         Row(f"kafka-python reference loop, {n:,} events", ref["events_per_s"], "events/s"),
+        Row(
+            "the reference's loop reading through KafkaSource (tracer.kafkawire)",
+            read["events_per_s"],
+            "events/s",
+            ref["events_per_s"],
+        ),
         Row("ordertrail tracer over Kafka, one process", one["events_per_s"], "events/s", ref["events_per_s"], RATIO),
         Row("the same loop with the engine stubbed out", loop["events_per_s"], "events/s", ref["events_per_s"]),
         Row("two tracer processes in one group vs one", two["events_per_s"], "events/s", one["events_per_s"], SCALING),
@@ -95,9 +106,14 @@ def kafka(ctx: Context) -> Section:
         "throughput, and the two-process ratio above all, need the cores free: two tracers and the broker on "
         f"{os.cpu_count()} cores shared with other work cannot show their scaling (load average below)."
     )
-    us = {name: 1e6 / cpu for name, cpu in (("reference", ref_cpu), ("loop", loop_cpu), ("tracer", one_cpu))}
+    us = {
+        name: 1e6 / cpu
+        for name, cpu in (("reference", ref_cpu), ("read", read_cpu), ("loop", loop_cpu), ("tracer", one_cpu))
+    }
     section.notes.append(
         f"CPU per event: reference {us['reference']:.1f} µs (kafka-python's fetch and parse, a msgspec decode); "
+        f"the same loop over `KafkaSource` {us['read']:.1f} µs (the fetch, `tracer.kafkawire`'s compiled reading "
+        "of the record batches, the same decode); "
         f"the tracer loop without its engine {us['loop']:.1f} µs (the same fetch, `KafkaSource`, `Ownership`, "
         f"`Processor`, validation by `decode_line`); the tracer {us['tracer']:.1f} µs, so its engine costs "
         f"{us['tracer'] - us['loop']:.1f} µs an event."
@@ -204,6 +220,43 @@ def _reference(url: str, group: str, n: int) -> dict[str, Any]:
         consumer.commit()
         last, cpu1 = time.perf_counter(), time.process_time()
     consumer.close(autocommit=False)
+    return {
+        "records": seen,
+        "seconds": last - first,
+        "events_per_s": seen / (last - first),
+        "events_per_cpu_s": seen / (cpu1 - cpu0),
+    }
+
+
+def _read(url: str, group: str, n: int) -> dict[str, Any]:
+    """The reference's loop (poll 5000, decode each value with msgspec, commit) over ordertrail's
+    ``KafkaSource``: the records read by ``tracer.kafkawire`` instead of kafka-python's reader."""
+    import msgspec
+
+    from tracer.bus import HOPS_TOPIC
+    from tracer.kafkabus import KafkaBus
+
+    streaming_gc()
+    decode = msgspec.json.decode
+    bus = KafkaBus(url, client_id="bench-read")
+    source = bus.consumer(HOPS_TOPIC, group, **GROUP_SETTINGS)
+    seen = 0
+    first = last = cpu0 = cpu1 = 0.0
+    while seen < n:
+        records = source.poll(POLL, 0.1)
+        if not records:
+            continue
+        if not first:
+            first, cpu0 = time.perf_counter(), time.process_time()
+        positions: dict[int, int] = {}
+        for r in records:
+            decode(r.value)
+            positions[r.partition] = r.offset + 1
+        seen += len(records)
+        source.commit(positions)
+        last, cpu1 = time.perf_counter(), time.process_time()
+    source.close()
+    bus.close()
     return {
         "records": seen,
         "seconds": last - first,
@@ -360,7 +413,7 @@ def _tracer(url: str, group: str, n: int, gate: Path | None, name: str, *, engin
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kafka")
-    parser.add_argument("mode", choices=["reference", "tracer", "loop"])
+    parser.add_argument("mode", choices=["reference", "read", "tracer", "loop"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--group", required=True)
@@ -369,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mode == "reference":
         report(_reference(args.url, args.group, args.events))
+    elif args.mode == "read":
+        report(_read(args.url, args.group, args.events))
     else:
         report(_tracer(args.url, args.group, args.events, args.gate, args.name, engine=args.mode == "tracer"))
     return 0
