@@ -318,7 +318,7 @@ class _NoEngine:
     def restore(self, snapshots: Iterable[Any], findings: Iterable[Any]) -> int:
         return 0
 
-    def opens_midway(self, ev: Any) -> bool:
+    def opens_midway(self, oid: str, journey: str, hop: str) -> bool:
         return False
 
     def remember_closed(self, order_ids: Iterable[str]) -> None:

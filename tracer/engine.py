@@ -776,17 +776,17 @@ class Tracer:
     def order(self, oid: str) -> OrderState | None:
         return self._orders.get(oid)
 
-    def opens_midway(self, ev: HopEvent) -> bool:
-        """Whether ``ev`` would open an order not held here (open, or closed recently) past its
-        journey's start, or outside every journey: what the replayed last hops of an order closed
-        before a restore look like (``tracer.processor``)."""
-        oid = ev.order_id
+    def opens_midway(self, oid: str, journey: str, hop: str) -> bool:
+        """Whether an event of order ``oid`` at ``hop`` (of ``journey``, "" when it names none)
+        would open an order not held here (open, or closed recently) past its journey's start, or
+        outside every journey: what the replayed last hops of an order closed before a restore
+        look like (``tracer.processor``, which reads only these fields of such records)."""
         if oid in self._orders or oid in self._closed:
             return False
-        plan = self._plans.get(ev.journey) if ev.journey else None
+        plan = self._plans.get(journey) if journey else None
         if plan is None:
-            plan = self._plan_of_hop.get(ev.hop)
-        return plan is None or plan.journey.start != ev.hop
+            plan = self._plan_of_hop.get(hop)
+        return plan is None or plan.journey.start != hop
 
     def awaiting(self, st: OrderState) -> tuple[tuple[int, int], ...]:
         """The steps the order waits at, as (hop index, the time it entered the step: its ``after``

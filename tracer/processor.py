@@ -55,9 +55,11 @@ from tracer.errors import EventError, TracerError, store_errors
 from tracer.events import decode_line
 from tracer.model import Finding, HopEvent, event_to_wire
 from tracer.stitch import KeyLink, Stitcher, Waiting
+from tracer.wire import Peek
 
 log = logging.getLogger("ordertrail.processor")
 _WIRE = msgspec.json.Encoder().encode
+_PEEK = msgspec.json.Decoder(Peek).decode  # the replay window reads only what places an order
 
 # Allocations between young collections (Python's default is 700), then its default ratios.
 GC_THRESHOLDS: Final = (50_000, 10, 10)
@@ -397,14 +399,14 @@ class Processor:
                 continue
             taken[p] = taken.get(p, 0) + 1
             try:
-                ev = decode_line(rec.value)
-            except EventError:
-                continue  # rejected by the step, as ever
-            oid = ev.order_id
+                peek = _PEEK(rec.value)
+            except msgspec.DecodeError:  # invalid JSON or fields: rejected by the step, as ever
+                continue
+            oid = peek.order_id
             if oid in first:
                 continue
             first.add(oid)
-            if tracer.opens_midway(ev):
+            if tracer.opens_midway(oid, peek.journey, peek.hop):
                 ask.append(oid)
         if ask:
             self._held = records  # processed by the next step if the store cannot answer

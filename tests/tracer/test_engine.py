@@ -32,6 +32,7 @@ from tracer.model import (
     STALLED,
     UNCONFIRMED,
     Finding,
+    HopEvent,
     derive_trace_id,
     finding_id,
 )
@@ -699,12 +700,17 @@ def test_restore_takes_only_open_orders() -> None:
 
 def test_an_order_opens_midway_when_not_held_and_not_at_its_journeys_start() -> None:
     t = tracer()
-    assert not t.opens_midway(hop("new", CHECKOUT, 0))
-    assert t.opens_midway(hop("new", SHIPPED, 0))
-    assert t.opens_midway(hop("new", "outside.every.journey", 0))
+
+    def midway(ev: HopEvent) -> bool:
+        return t.opens_midway(ev.order_id, ev.journey, ev.hop)
+
+    assert not midway(hop("new", CHECKOUT, 0))
+    assert midway(hop("new", SHIPPED, 0))
+    assert midway(hop("new", "outside.every.journey", 0))
+    assert not t.opens_midway("new", "web_order", CHECKOUT) and t.opens_midway("new", "web_order", SHIPPED)
     t.on_event(hop("open", CHECKOUT, 0))
     complete(t, "done")
-    assert not t.opens_midway(hop("open", PAYMENT, S)) and not t.opens_midway(hop("done", SHIPPED, 9 * S))
+    assert not midway(hop("open", PAYMENT, S)) and not midway(hop("done", SHIPPED, 9 * S))
 
 
 def test_orders_remembered_closed_take_no_more_events_and_open_ones_stay_open() -> None:
