@@ -59,7 +59,7 @@ from tracer.bus import (
     RebalanceListener,
     Record,
 )
-from tracer.kafkawire import has_legacy, parse_log
+from tracer.kafkawire import all_records, has_legacy, parse_log
 
 log = logging.getLogger("ordertrail.kafka")
 
@@ -393,14 +393,16 @@ class KafkaSource:
             p = tp.partition
             if p not in owned or not records:
                 continue
-            if type(records[0]) is Record:  # read by tracer.kafkawire (_FastPartitionRecords)
+            self._positions[p] = records[-1].offset + 1
+            if all_records(records):  # read by tracer.kafkawire (_FastPartitionRecords)
                 out += records
-                self._positions[p] = records[-1].offset + 1
                 continue
             # Read by kafka-python (older formats, read_committed): one Record a record, a null
             # header value as b"", as tracer.kafkawire reads it (so either reading gives one Record).
             out += [
-                Record(
+                r
+                if type(r) is Record
+                else Record(
                     topic,
                     p,
                     r.offset,
@@ -411,7 +413,6 @@ class KafkaSource:
                 )
                 for r in records
             ]
-            self._positions[p] = records[-1].offset + 1
         return out
 
     def _tell_listener(self) -> None:

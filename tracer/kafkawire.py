@@ -250,3 +250,9 @@ def _records(
         )
     if r.pos != r.end:
         raise ValueError(f"{r.end - r.pos} bytes left after the batch's {count} records")
+
+
+def all_records(items: list[object]) -> bool:
+    """Whether every item is a ``Record`` (read by ``parse_log``), not kafka-python's record: a
+    few nanoseconds an item, compiled."""
+    return all(type(item) is Record for item in items)  # mypyc compiles all() over a generator as a loop

@@ -675,3 +675,16 @@ def test_the_source_yields_the_same_records_from_kafka_pythons_reading_and_from_
     assert read[0] == read[1]
     assert rows(read[0]) == kafka_reading(buf)[0]
     assert read[0][0].headers == [("null", b""), ("traceparent", b"00-x")]
+
+
+def test_the_source_reads_a_poll_mixing_both_readings_of_a_partition() -> None:
+    """kafka-python hands a partition's records over from one fetch at a time, but nothing in
+    ``KafkaSource.poll`` relies on it: a list mixing both readings still gives every Record."""
+    shapes: list[In] = [(T, b"k", b"v1", []), (T + 1, b"k", b"v2", [("h", None)]), (T + 2, None, b"v3", [])]
+    buf = batch(shapes, codec=LZ4, base=7)
+    slow = partition_records(Fetcher.PartitionRecords, buf, fetch_offset=7)[0].take(100)
+    quick = partition_records(_FastPartitionRecords, buf, fetch_offset=7)[0].take(100)
+    for mixed in ([quick[0], slow[1], quick[2]], [slow[0], quick[1], slow[2]], [quick[0], quick[1], slow[2]]):
+        got = KafkaSource(StubConsumer([mixed]), TOPIC).poll(100, 0.1)
+        assert all(type(r) is Record for r in got)
+        assert got == quick
