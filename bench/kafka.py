@@ -68,8 +68,11 @@ def kafka(ctx: Context) -> Section:
             runs["tracer"].append(_child(broker.url, "tracer", n))
             runs["loop"].append(_child(broker.url, "loop", n))
         runs["pair"].append(_pair(ctx, broker.url, n))
+        store_dir = ctx.scratch("store")
+        runs["stored"] = [_child(broker.url, "stored", n, "--store-dir", str(store_dir))]
     best = {k: max(v, key=lambda r: r["events_per_s"]) for k, v in runs.items()}
     ref, read, one, loop, two = best["reference"], best["read"], best["tracer"], best["loop"], best["pair"]
+    stored = best["stored"]
     for name, r in best.items():
         ctx.log(f"  {name}: {r['events_per_s']:,.0f} events/s")
     ref_cpu = max(r["events_per_cpu_s"] for r in runs["reference"])
@@ -87,6 +90,12 @@ def kafka(ctx: Context) -> Section:
         Row("ordertrail tracer over Kafka, one process", one["events_per_s"], "events/s", ref["events_per_s"], RATIO),
         Row("the same loop with the engine stubbed out", loop["events_per_s"], "events/s", ref["events_per_s"]),
         Row("two tracer processes in one group vs one", two["events_per_s"], "events/s", one["events_per_s"], SCALING),
+        Row(
+            "ordertrail tracer over Kafka writing its store (embedded chDB) before each commit, one process",
+            stored["events_per_s"],
+            "events/s",
+            ref["events_per_s"],
+        ),
         Row("ordertrail tracer, events per second of its process's CPU", one_cpu, "events/s", ref_cpu),
     ]
     section.notes.append(
@@ -96,7 +105,7 @@ def kafka(ctx: Context) -> Section:
     section.notes.append(
         "Per run: "
         + "; ".join(f"{name} {_rates(rs)} events/s" for name, rs in runs.items())
-        + f". Best of {ctx.scale.repeats} for one process; the pair ran once. Pair: "
+        + f". Best of {ctx.scale.repeats} for one process; the pair and the tracer with its store ran once. Pair: "
         + ", ".join(
             f"{c['records']:,} events in {c['seconds']:.1f} s ({c['events_per_cpu_s']:,.0f} per CPU-second)"
             for c in two["children"]
@@ -153,8 +162,9 @@ def _fill(url: str, path: Path) -> int:
     return n
 
 
-def _child(url: str, mode: str, n: int) -> dict[str, Any]:
-    return run_child("bench.kafka", mode, "--url", url, "--events", str(n), "--group", f"{mode}-{uuid.uuid4().hex[:8]}")
+def _child(url: str, mode: str, n: int, *extra: str) -> dict[str, Any]:
+    group = f"{mode}-{uuid.uuid4().hex[:8]}"
+    return run_child("bench.kafka", mode, "--url", url, "--events", str(n), "--group", group, *extra)
 
 
 def _pair(ctx: Context, url: str, n: int) -> dict[str, Any]:
@@ -356,7 +366,9 @@ class _NullStore:
         return []
 
 
-def _tracer(url: str, group: str, n: int, gate: Path | None, name: str, *, engine: bool = True) -> dict[str, Any]:
+def _tracer(
+    url: str, group: str, n: int, gate: Path | None, name: str, *, engine: bool = True, store_dir: Path | None = None
+) -> dict[str, Any]:
     from tracer.bus import HOPS_TOPIC
     from tracer.clock import PartitionClock, WallClock
     from tracer.engine import Tracer
@@ -368,11 +380,16 @@ def _tracer(url: str, group: str, n: int, gate: Path | None, name: str, *, engin
     streaming_gc()  # as `ordertrail tracer` does (ordertrail.run)
     journeys = load_journeys(ROOT / "examples" / "journeys.yaml")
     wall = WallClock()
-    store = _NullStore(gate, name)
+    null = _NullStore(gate, name)
+    store: Any = null
+    if store_dir is not None:  # the embedded chDB store, as `ordertrail tracer --store chdb:///…`
+        from tracer.clickhouse import Store
+
+        store = Store.open(f"chdb://{store_dir}")
     bus = KafkaBus(url, client_id=f"bench-{name}")
     consumer = bus.consumer(HOPS_TOPIC, group, hold_new=True, **GROUP_SETTINGS)
     ownership = Ownership(consumer, store)
-    store.owned = lambda: list(ownership.owned)
+    null.owned = lambda: list(ownership.owned)
     consumer.listener = ownership
     timed = _Timed(ownership)
     tracer: Any = Tracer(journeys) if engine else _NoEngine()
@@ -399,6 +416,8 @@ def _tracer(url: str, group: str, n: int, gate: Path | None, name: str, *, engin
     open_orders = len(proc.tracer)
     consumer.close()
     bus.close()
+    if store is not null:
+        store.close()
     return {
         "records": seen,
         "first": first,
@@ -413,7 +432,8 @@ def _tracer(url: str, group: str, n: int, gate: Path | None, name: str, *, engin
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kafka")
-    parser.add_argument("mode", choices=["reference", "read", "tracer", "loop"])
+    parser.add_argument("mode", choices=["reference", "read", "tracer", "loop", "stored"])
+    parser.add_argument("--store-dir", type=Path, help="stored: the chDB directory")
     parser.add_argument("--url", required=True)
     parser.add_argument("--events", type=int, required=True)
     parser.add_argument("--group", required=True)
@@ -425,7 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.mode == "read":
         report(_read(args.url, args.group, args.events))
     else:
-        report(_tracer(args.url, args.group, args.events, args.gate, args.name, engine=args.mode == "tracer"))
+        engine = args.mode != "loop"
+        report(
+            _tracer(args.url, args.group, args.events, args.gate, args.name, engine=engine, store_dir=args.store_dir)
+        )
     return 0
 
 
