@@ -76,7 +76,9 @@ _UNSET: Final = -(2**63)
 _UNSET_BYTES: Final = _PACK(_UNSET)
 _NOTHING_DUE: Final = 2**63 - 1
 _EID_CACHED: Final = 64  # orders of fewer event ids unpack them with a struct made once per count
-_EID_UNPACK: Final[list[Callable[[bytes], tuple[int, ...]]]] = [struct.Struct(f">{n}Q").unpack for n in range(64)]
+_EID_UNPACK: Final[list[Callable[[bytes], tuple[int, ...]]]] = [
+    struct.Struct(f">{n}Q").unpack for n in range(_EID_CACHED)
+]
 _NONE_ARMED: Final = _PACK(0)
 _MAX_PENDING: Final = 32  # hops of an order whose journey is not yet known, kept to replay
 _SEVERITY: Final = {STALLED: 1, UNCONFIRMED: 2, MISSING: 3, FAILED: 4}

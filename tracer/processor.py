@@ -406,7 +406,7 @@ class Processor:
             if oid in first:
                 continue
             first.add(oid)
-            if tracer.opens_midway(oid, peek.journey, peek.hop):
+            if tracer.opens_midway(oid, peek.journey or "", peek.hop):
                 ask.append(oid)
         if ask:
             self._held = records  # processed by the next step if the store cannot answer

@@ -42,7 +42,7 @@ class Peek(msgspec.Struct, gc=False):
 
     order_id: str
     hop: str
-    journey: str = ""
+    journey: str | None = None  # null allowed, as in Wire: such an event is valid
 
 
 _Text = Annotated[str, Meta(min_length=1, max_length=MAX_ID)]

@@ -62,9 +62,9 @@ def latest(findings: list[Finding]) -> dict[tuple[str, str, str], Finding]:
     return {(f.order_id, f.hop, f.kind): f for f in findings}
 
 
-def hop_message(order_id: str, name: str, at: int = 0) -> Message:
-    """The hops-topic record of a hop ``at`` milliseconds after T0."""
-    return Message(order_id, f'{{"order_id": "{order_id}", "hop": "{name}", "ts": {T0 + at}}}'.encode())
+def hop_message(order_id: str, name: str, at: int = 0, extra: str = "") -> Message:
+    """The hops-topic record of a hop ``at`` milliseconds after T0; ``extra``: more JSON members."""
+    return Message(order_id, f'{{"order_id": "{order_id}", "hop": "{name}", "ts": {T0 + at}{extra}}}'.encode())
 
 
 class DiesBeforeCommit:
@@ -84,7 +84,13 @@ class DiesBeforeCommit:
 
 
 def complete_then_die(
-    bus: MemoryBus, topic: str, store: MemStore, wall: ManualClock, order_id: str, partitions: Sequence[int]
+    bus: MemoryBus,
+    topic: str,
+    store: MemStore,
+    wall: ManualClock,
+    order_id: str,
+    partitions: Sequence[int],
+    extra: str = "",
 ) -> None:
     """The owner of ``partitions`` (consumer group ``g``) reads a web order up to its inventory
     and commits; then it reads the shipment, which completes the order, stores that batch, and is
@@ -93,9 +99,9 @@ def complete_then_die(
         bus.consumer(topic, "g"), store, Tracer(web_order()), PartitionClock(wall, warmup_ms=0), partitions
     )
     steps = ((CHECKOUT, 0), (PAYMENT, S), (EMAIL, 2 * S), (INVENTORY, 3 * S))
-    bus.produce_batch(topic, [hop_message(order_id, name, at) for name, at in steps])
+    bus.produce_batch(topic, [hop_message(order_id, name, at, extra) for name, at in steps])
     owner.step()
-    bus.produce_batch(topic, [hop_message(order_id, SHIPPED, 9 * S)])
+    bus.produce_batch(topic, [hop_message(order_id, SHIPPED, 9 * S, extra)])
     Processor(DiesBeforeCommit(bus.consumer(topic, "g")), store, owner.tracer, owner.clock, partitions).step()
     record = store.order(order_id)
     assert record is not None and record.snapshot is not None and record.snapshot.status == "completed"

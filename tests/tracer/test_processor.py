@@ -307,6 +307,21 @@ def test_an_order_the_last_stored_batch_completed_stays_closed_when_that_batch_i
     assert bus.committed("hops", "g") == {0: 5}
 
 
+@pytest.mark.parametrize("extra", [', "journey": null', ', "journey": "web_order", "attrs": null'])
+def test_an_order_stays_closed_when_its_replayed_hops_carry_null_optional_fields(extra: str) -> None:
+    """The replay window reads only order_id, hop and journey of a record (``wire.Peek``); a valid
+    event with its optional fields null must be read there as it is by the step."""
+    bus, store, wall = MemoryBus({"hops": 1}), AskedStore(), ManualClock(T0 + 10 * S)
+    complete_then_die(bus, "hops", store, wall, "o1", [0], extra)
+    proc = successor(bus, store, wall)
+    proc.step()  # the shipment, again
+    wall.advance(10 * M)
+    proc.step()
+    assert store.asked == [["o1"]]
+    assert store.findings(status="all", order_id="o1") == []
+    assert proc.tracer.order("o1") is None and proc.tracer.stats.after_close == 1
+
+
 def test_records_read_again_wait_while_the_store_cannot_say_which_orders_are_closed() -> None:
     bus, store, wall = MemoryBus({"hops": 1}), AskedStore(), ManualClock(T0 + 10 * S)
     complete_then_die(bus, "hops", store, wall, "o1", [0])
