@@ -21,7 +21,9 @@ beginning, in its own interpreter:
   nothing), so what the engine costs and what the loop around it costs are told apart;
 * two tracer processes in one group against one: each holds its first restore until both own
   their partitions, so the clock starts with the group settled; throughput is all events over the
-  span from the first record either read to the last.
+  span from the first record either read to the last; best of as many runs as one process has;
+* once, the tracer writing its store (embedded chDB, a fresh directory) before each commit, as
+  ``ordertrail tracer`` does: the live tracer's throughput, for sizing (no target).
 
 Children print one JSON line (``bench.report``). Run alone: ``python -m bench --only kafka``.
 """
