@@ -158,3 +158,45 @@ def test_a_consumer_reads_through_kafkawire_and_gets_keys_values_and_headers_bac
         assert (got.key, got.value, list(got.headers)) == (message.key, message.value, list(message.headers))
     assert sum(read_by_kafkawire) >= len(messages)
     assert codecs == {3}  # lz4, as produced
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("codec", "bits"), [("gzip", 1), ("snappy", 2), ("zstd", 4), (None, 0)])
+def test_a_topic_another_producer_compressed_with_any_codec_is_read_through_kafkawire(
+    tansu: Tansu,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    codec: str | None,
+    bits: int,
+) -> None:
+    """Producers outside ordertrail choose their own codec: each of Kafka's is read by the fast
+    path (through kafka-python's codecs: zstandard and python-snappy are dependencies)."""
+    from kafka import KafkaProducer
+
+    codecs: set[int] = set()
+
+    def parse_log(buf: bytes, *args: Any) -> kafkawire.Parsed:
+        if len(buf) > kafkawire.HEADER:
+            codecs.add(buf[22] & 0x07)
+        return kafkawire.parse_log(buf, *args)
+
+    monkeypatch.setattr(kafkabus, "parse_log", parse_log)
+    topic = f"wire.codec.{codec}"
+    sent = [(f"order-{i}".encode(), b'{"i": %d, "pad": "%s"}' % (i, b"x" * (i % 50))) for i in range(200)]
+    with KafkaBus(tansu.url) as bus:
+        bus.ensure_topics({topic: 1})
+        producer = KafkaProducer(bootstrap_servers=tansu.bootstrap, compression_type=codec, linger_ms=50)
+        try:
+            for key, value in sent:
+                producer.send(topic, key=key, value=value, headers=[("h", key)])
+            producer.flush(timeout=30)
+        finally:
+            producer.close()
+        source = bus.consumer(topic, f"g-{codec}", **GROUP_TIMEOUTS)
+        try:
+            records = poll_until(source, lambda got: len(got) >= len(sent))
+        finally:
+            source.close()
+    assert [(r.key.encode(), r.value, list(r.headers)) for r in sorted(records, key=lambda r: r.offset)] == [
+        (key, value, [("h", key)]) for key, value in sent
+    ]
+    assert codecs == {bits}
