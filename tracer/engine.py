@@ -895,8 +895,8 @@ def _armed(st: OrderState) -> int:
 
 def _eid_ints(packed: bytes) -> list[int]:
     """The event-id hashes as the integers the store keeps (big-endian, as the hex they come from).
-    One unpack by a struct made once per count of ids (a third cheaper than an array, a byteswap
-    and a list of it); an order with more ids than are cached takes the array."""
+    One unpack by a struct made once per count of ids (fewer calls than an array, a byteswap and
+    a list of it); an order with more ids than are cached takes the array."""
     n = len(packed) >> 3
     if n < _EID_CACHED:
         unpack = _EID_UNPACK[n]

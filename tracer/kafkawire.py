@@ -1,8 +1,8 @@
 """Kafka's record batches (log format v2, magic 2) read straight into ``tracer.bus.Record``.
 
 kafka-python reads a fetched partition record by record in Python: a ``DefaultRecord`` and a
-``ConsumerRecord`` a record, each varint a function call. That is about 6 µs a record on this
-machine, most of what a consumer loop costs (docs/kafka.md, "Reading records"). ``parse_log``
+``ConsumerRecord`` a record, each varint a function call: most of what a consumer loop costs
+(docs/kafka.md, "Reading records"; docs/benchmarks.md, kafka). ``parse_log``
 does the same reading compiled (``tracer.native``): the batches of one fetched partition, each
 checked (CRC-32C over the batch, as kafka-python's ``check_crcs``), decompressed with
 kafka-python's own codecs, its records read into ``Record``s.
