@@ -207,6 +207,17 @@ def _pair(ctx: Context, url: str, n: int) -> dict[str, Any]:
 # -- the children -------------------------------------------------------------------------------
 
 
+def _loop_result(seen: int, first: float, last: float, cpu0: float, cpu1: float) -> dict[str, Any]:
+    """What a minimal loop reports: records, wall seconds and both rates, between its first and
+    last batch."""
+    return {
+        "records": seen,
+        "seconds": last - first,
+        "events_per_s": seen / (last - first),
+        "events_per_cpu_s": seen / (cpu1 - cpu0),
+    }
+
+
 def _reference(url: str, group: str, n: int) -> dict[str, Any]:
     import msgspec
     from kafka import KafkaConsumer
@@ -234,12 +245,7 @@ def _reference(url: str, group: str, n: int) -> dict[str, Any]:
         consumer.commit()
         last, cpu1 = time.perf_counter(), time.process_time()
     consumer.close(autocommit=False)
-    return {
-        "records": seen,
-        "seconds": last - first,
-        "events_per_s": seen / (last - first),
-        "events_per_cpu_s": seen / (cpu1 - cpu0),
-    }
+    return _loop_result(seen, first, last, cpu0, cpu1)
 
 
 def _read(url: str, group: str, n: int) -> dict[str, Any]:
@@ -271,12 +277,7 @@ def _read(url: str, group: str, n: int) -> dict[str, Any]:
         last, cpu1 = time.perf_counter(), time.process_time()
     source.close()
     bus.close()
-    return {
-        "records": seen,
-        "seconds": last - first,
-        "events_per_s": seen / (last - first),
-        "events_per_cpu_s": seen / (cpu1 - cpu0),
-    }
+    return _loop_result(seen, first, last, cpu0, cpu1)
 
 
 class _Timed:
