@@ -767,3 +767,19 @@ def test_an_int64_of_an_orders_buf_reads_back_as_written(value: int) -> None:
 
     buf = b"\x01" * 8 + struct.pack("<q", value) + b"\x02" * 8
     assert _at(buf, 8) == value
+
+
+@pytest.mark.parametrize("count", [1, 63, 64, 70])
+def test_a_snapshot_keeps_every_event_id_of_its_order_as_its_integer(count: int) -> None:
+    """Below 64 ids a struct made for the count unpacks them, from 64 on an array does: both give
+    the big-endian integer of each id's first 16 hex digits, in arrival order, and restore them."""
+    t = tracer()
+    ids = [f"{i:016x}{'ab' * 8}" for i in range(1, count + 1)]
+    for i, eid in enumerate(ids):
+        t.on_event(hop("o1", CHECKOUT if i == 0 else PAYMENT, i * S, event_id=eid))
+    (snap,) = t.drain_snapshots()
+    assert snap.eids == [int(eid[:16], 16) for eid in ids]
+    again = tracer()
+    again.restore([snap], [])
+    again.on_event(hop("o1", PAYMENT, 0, event_id=ids[-1]))
+    assert again.stats.duplicates == 1
