@@ -25,8 +25,8 @@ Rules (docs/semantics.md says why):
 
 State transitions are joins (earliest time of a hop, union of hops seen, earliest error), so
 duplicates and out-of-order arrival converge on the same open findings. Per-order state is one
-slotted object with the hop times, the last event time, the armed deadline and 8-byte event-id
-hashes packed in one ``bytes``; the deadline index holds one entry per order.
+slotted object with the armed deadline and the hop times, the last event time and 8-byte
+event-id hashes packed in one ``bytes``; the deadline index holds one entry per order.
 
 The install compiles this module with mypyc (``tracer.native``, docs/performance.md): no msgspec
 Structs are defined here, and engine state is in native classes. This module imports only the
@@ -79,7 +79,6 @@ _EID_CACHED: Final = 64  # orders of fewer event ids unpack them with a struct m
 _EID_UNPACK: Final[list[Callable[[bytes], tuple[int, ...]]]] = [
     struct.Struct(f">{n}Q").unpack for n in range(_EID_CACHED)
 ]
-_NONE_ARMED: Final = _PACK(0)
 _MAX_PENDING: Final = 32  # hops of an order whose journey is not yet known, kept to replay
 _SEVERITY: Final = {STALLED: 1, UNCONFIRMED: 2, MISSING: 3, FAILED: 4}
 _FIELDS: Final = msgspec.structs.astuple  # a HopEvent's fields, in declaration order
@@ -200,10 +199,12 @@ class OrderState:
     """One open order. Bit i of ``seen`` is hop i of the journey (0 is the start).
 
     ``buf`` packs int64s: the time of each hop of the journey (earliest ok time; for an implied
-    hop, a bound: the earliest later hop), then the latest event time, then the deadline the order
-    is armed for (0: none), then one 8-byte hash per event id seen. ``plan`` is the order's
-    journey as the engine works with it (None until the journey is known). A slotted class, not
-    a Struct: compiled (``tracer.native``) its fields are read and written as C struct members."""
+    hop, a bound: the earliest later hop), then the latest event time, then one 8-byte hash per
+    event id seen. ``armed`` is the deadline the order is armed for in the deadline index (0:
+    none); a field, not in ``buf``, so that arming does not copy ``buf`` and a stale index entry
+    is told from a live one without reading it. ``plan`` is the order's journey as the engine
+    works with it (None until the journey is known). A slotted class, not a Struct: compiled
+    (``tracer.native``) its fields are read and written as C struct members."""
 
     plan: _Plan | None
     partition: int
@@ -218,6 +219,7 @@ class OrderState:
     # to -1): its next hops, which carry it too, are not hashed with blake2b again. An i64:
     # compiled, a C member (a 64-bit hash as an int field would be a boxed int, 32 B an order).
     derived_hash: i64 = -1
+    armed: i64 = 0
 
     @property
     def journey(self) -> Journey | None:
@@ -297,7 +299,7 @@ class Tracer:
         if len(h) != 8:
             h = _eid_bytes(eid)
         buf = st.buf
-        start = n8 + 16
+        start = n8 + 8
         pos = buf.find(h, start)
         while pos >= 0:
             if (pos - start) & 7 == 0:
@@ -365,7 +367,7 @@ class Tracer:
         if plan is None:
             plan = self._plan_of_hop.get(ev.hop)  # Journeys.infer, as plans
         unset = plan.unset if plan is not None else b""
-        st = OrderState(plan, partition, unset + _PACK(ev.ts) + _NONE_ARMED)
+        st = OrderState(plan, partition, unset + _PACK(ev.ts))
         self._orders[ev.order_id] = st
         return st
 
@@ -568,8 +570,7 @@ class Tracer:
                 st = orders.get(oid)
                 if st is None:
                     continue
-                plan = st.plan
-                if _at(st.buf, plan.n8 + 8 if plan is not None else 8) == armed:
+                if st.armed == armed:  # else a stale entry: the order was armed again since
                     self._check(oid, st, now_ms, fired=True)
 
     def _check(self, oid: str, st: OrderState, now: int, fired: bool = False) -> None:
@@ -613,9 +614,9 @@ class Tracer:
             if next_due < now:
                 self._retire(oid, st)
                 return
-        armed = 0 if fired else _at(buf, n8 + 8)
+        armed = 0 if fired else st.armed
         if armed == 0 or next_due < armed:
-            st.buf = b"".join((buf[: n8 + 8], _PACK(next_due), buf[n8 + 16 :]))
+            st.armed = next_due
             self._index.arm(next_due, oid)
 
     def _failing(self, oid: str) -> bool:
@@ -720,7 +721,7 @@ class Tracer:
             st.seen,
             st.implied,
             st.raised,
-            _eid_ints(buf[n8 + 16 :]),
+            _eid_ints(buf[n8 + 8 :]),
             list(st.pending) if st.pending else [],
         )
 
@@ -828,7 +829,7 @@ class Tracer:
             st = OrderState(
                 self._plans[j.name] if j is not None else None,
                 s.partition,
-                bytes(times) + _PACK(s.last_ts) + _NONE_ARMED + eids,
+                bytes(times) + _PACK(s.last_ts) + eids,
                 s.seen_mask,
                 s.implied_mask,
                 s.raised_mask,
@@ -850,7 +851,7 @@ class Tracer:
                 if f.kind == FAILED and j is not None and f.hop in j.index:
                     self._failures.setdefault(f.order_id, {})[j.index[f.hop]] = (f.due_at, f.detected_at)
         for oid, st in self._orders.items():
-            if _armed(st) == 0:
+            if st.armed == 0:
                 self._check(oid, st, self.now)
         return n
 
@@ -887,10 +888,6 @@ def _awaits(step: Step, done: int) -> bool:
     """Whether an order with hops ``done`` (a bitmask) awaits ``step``: its after hop went
     through and it has not."""
     return not done & (1 << step.index) and bool(done & (1 << step.after_index))
-
-
-def _armed(st: OrderState) -> int:
-    return int(_at(st.buf, st.plan.n8 + 8 if st.plan is not None else 8))
 
 
 def _eid_ints(packed: bytes) -> list[int]:
