@@ -80,6 +80,7 @@ _EID_UNPACK: Final[list[Callable[[bytes], tuple[int, ...]]]] = [
     struct.Struct(f">{n}Q").unpack for n in range(_EID_CACHED)
 ]
 _MAX_PENDING: Final = 32  # hops of an order whose journey is not yet known, kept to replay
+_NO_CUSTOMER: Final = ""  # OrderState.customer_id until a hop names one: this object, always
 _SEVERITY: Final = {STALLED: 1, UNCONFIRMED: 2, MISSING: 3, FAILED: 4}
 _FIELDS: Final = msgspec.structs.astuple  # a HopEvent's fields, in declaration order
 
@@ -213,7 +214,7 @@ class OrderState:
     implied: int = 0  # hops not reported, but a later hop was: they happened
     raised: int = 0  # bit 2i: stalled raised for hop i; bit 2i+1: missing/unconfirmed raised
     trace_id: str | None = None  # None: derived from the order id
-    customer_id: str = ""
+    customer_id: str = _NO_CUSTOMER  # set from a hop's customer_id, once
     pending: list[tuple[str, int, bool]] | None = None  # (hop, ts, error) awaiting a journey
     # hash() of the order's derived trace id once a hop carried it (-1: none yet; no str hashes
     # to -1): its next hops, which carry it too, are not hashed with blake2b again. An i64:
@@ -311,8 +312,8 @@ class Tracer:
         changed += h
         if ts > _at(buf, n8):
             _PACK_INTO(changed, n8, ts)
-        if not st.customer_id:
-            st.customer_id = fields[10]
+        if st.customer_id is _NO_CUSTOMER:  # identity: no read of the (cold) string itself
+            st.customer_id = fields[10] or _NO_CUSTOMER
         if st.trace_id is None:  # has a hop carried a trace id of its own (propagated context)?
             trace_id: str = fields[4]
             seen: i64 = hash(trace_id)
@@ -651,7 +652,7 @@ class Tracer:
         del self._orders[oid]
         self._remember(oid)
         if self._dirty is not None:
-            self._dirty[oid] = self.snapshot(oid, st)
+            self._dirty[oid] = self.snapshot(oid, st, held=False)
         self._open.pop(oid, None)
         self._failures.pop(oid, None)
 
@@ -677,9 +678,12 @@ class Tracer:
         if not self._dirty:
             return []
         dirty, self._dirty = self._dirty, {}
-        return [st if isinstance(st, OrderSnapshot) else self.snapshot(oid, st) for oid, st in dirty.items()]
+        # An order left in _dirty as its state is held: _close puts a snapshot in its place.
+        return [st if isinstance(st, OrderSnapshot) else self.snapshot(oid, st, True) for oid, st in dirty.items()]
 
-    def snapshot(self, oid: str, st: OrderState) -> OrderSnapshot:
+    def snapshot(self, oid: str, st: OrderState, held: bool | None = None) -> OrderSnapshot:
+        """What the store keeps of the order. ``held``: whether this engine still holds it (looked
+        up when not given; its callers know, and the lookup is a cache miss at a million orders)."""
         buf = st.buf
         hops: list[str] = []
         hop_ts: list[int] = []
@@ -717,7 +721,7 @@ class Tracer:
             last_ts,
             next_hop,
             next_due,
-            oid in self._orders,
+            held if held is not None else oid in self._orders,
             st.seen,
             st.implied,
             st.raised,
@@ -834,7 +838,7 @@ class Tracer:
                 s.implied_mask,
                 s.raised_mask,
                 s.trace_id if s.trace_id != derive_trace_id(s.order_id) else None,
-                s.customer_id,
+                s.customer_id or _NO_CUSTOMER,
                 list(s.pending) or None,
             )
             self._orders[s.order_id] = st

@@ -662,6 +662,23 @@ def test_an_explicit_trace_id_is_kept_and_a_derived_one_is_not_stored() -> None:
     assert t.order("o2").trace_id is None  # type: ignore[union-attr]
 
 
+def test_the_customer_is_the_first_one_a_hop_names_before_and_after_a_restore() -> None:
+    first = tracer()
+    feed(first, hop("o1", CHECKOUT, 0), hop("o2", CHECKOUT, 0, customer_id="cus-2"))
+    feed(first, hop("o1", PAYMENT, S, customer_id="cus-1"), hop("o2", PAYMENT, S, customer_id="cus-other"))
+    snaps = {s.order_id: s for s in first.drain_snapshots()}
+    assert (snaps["o1"].customer_id, snaps["o2"].customer_id) == ("cus-1", "cus-2")
+    feed(first, hop("o3", CHECKOUT, 0))
+    (o3,) = first.drain_snapshots()
+    assert o3.customer_id == ""
+
+    second = tracer()  # an order restored without a customer learns it from its next hop
+    assert second.restore([o3], []) == 1
+    feed(second, hop("o3", PAYMENT, S, customer_id="cus-3"))
+    (again,) = second.drain_snapshots()
+    assert (again.customer_id, again.open) == ("cus-3", True)
+
+
 def test_a_restored_tracer_carries_on_where_the_first_one_stopped() -> None:
     first = tracer()
     feed(first, hop("o1", CHECKOUT, 0), hop("o2", CHECKOUT, 0), hop("o2", PAYMENT, 30 * S), hop("o3", CHECKOUT, 0))
