@@ -215,7 +215,6 @@ class OrderState:
     raised: int = 0  # bit 2i: stalled raised for hop i; bit 2i+1: missing/unconfirmed raised
     trace_id: str | None = None  # None: derived from the order id
     customer_id: str = _NO_CUSTOMER  # set from a hop's customer_id, once
-    pending: list[tuple[str, int, bool]] | None = None  # (hop, ts, error) awaiting a journey
     # hash() of the order's derived trace id once a hop carried it (-1: none yet; no str hashes
     # to -1): its next hops, which carry it too, are not hashed with blake2b again. An i64:
     # compiled, a C member (a 64-bit hash as an int field would be a boxed int, 32 B an order).
@@ -261,6 +260,9 @@ class Tracer:
         self._open: dict[str, list[Finding]] = {}  # order id -> its open findings
         # order id -> hop index -> (due_at, detected_at) of its failure, open or resolved
         self._failures: dict[str, dict[int, tuple[int, int]]] = {}
+        # order id -> the hops (hop, ts, error) of an order whose journey is not known yet, to
+        # replay once a hop tells it: few orders have any, so not a field every order pays for
+        self._pending: dict[str, list[tuple[str, int, bool]]] = {}
         self._closed: OrderedDict[str, None] = OrderedDict()  # recently completed or retired
         self._closed_memory = closed_memory
         self._edges: dict[str, list[EdgeTransit]] = {
@@ -378,16 +380,20 @@ class Tracer:
         if ev.journey and journey is None:
             self.stats.unknown_journey += 1
         journey = journey or self.journeys.infer(ev.hop)
-        pending = st.pending if st.pending is not None else []
+        pending = self._pending.get(oid)
         entry = (ev.hop, ev.ts, ev.status == STATUS_ERROR)
         if journey is None:
-            if len(pending) < _MAX_PENDING:
+            if pending is None:
+                self._pending[oid] = [entry]
+            elif len(pending) < _MAX_PENDING:
                 pending.append(entry)
-            st.pending = pending
             return None
         st.plan = self._plans[journey.name]
         st.buf = _UNSET_BYTES * len(journey.hops) + st.buf
-        st.pending = None
+        if pending is None:
+            pending = []
+        else:
+            del self._pending[oid]
         for hop, ts, error in sorted([*pending, entry], key=lambda p: (p[1], p[2])):
             i = journey.index.get(hop)
             if i is not None:
@@ -655,6 +661,8 @@ class Tracer:
             self._dirty[oid] = self.snapshot(oid, st, held=False)
         self._open.pop(oid, None)
         self._failures.pop(oid, None)
+        if st.plan is None:
+            self._pending.pop(oid, None)
 
     def _remember(self, oid: str) -> None:
         closed = self._closed
@@ -726,7 +734,7 @@ class Tracer:
             st.implied,
             st.raised,
             _eid_ints(buf[n8 + 8 :]),
-            list(st.pending) if st.pending else [],
+            list(self._pending.get(oid, ())) if plan is None else [],
         )
 
     def status_of(self, oid: str, st: OrderState) -> str:
@@ -839,8 +847,11 @@ class Tracer:
                 s.raised_mask,
                 s.trace_id if s.trace_id != derive_trace_id(s.order_id) else None,
                 s.customer_id or _NO_CUSTOMER,
-                list(s.pending) or None,
             )
+            if s.pending and j is None:
+                self._pending[s.order_id] = list(s.pending)
+            else:
+                self._pending.pop(s.order_id, None)
             self._orders[s.order_id] = st
             self._closed.pop(s.order_id, None)
             n += 1
@@ -883,6 +894,7 @@ class Tracer:
             del self._orders[oid]
             self._open.pop(oid, None)
             self._failures.pop(oid, None)
+            self._pending.pop(oid, None)
             if self._dirty is not None:
                 self._dirty.pop(oid, None)
         return len(gone)

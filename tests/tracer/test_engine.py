@@ -527,6 +527,24 @@ def test_the_hops_an_undecided_order_keeps_are_bounded() -> None:
     assert len(t.snapshot("o1", t.order("o1")).pending) == 32  # type: ignore[arg-type]
 
 
+def test_the_hops_an_undecided_order_keeps_are_restored_and_replayed_once_its_journey_is_known() -> None:
+    first = tracer(TWO)
+    feed(first, hop("o1", CHECKOUT, 0), hop("o1", PAYMENT, S))
+    (snap,) = first.drain_snapshots()
+    assert (snap.journey, [p[0] for p in snap.pending]) == ("", [CHECKOUT, PAYMENT])
+    second = tracer(TWO)
+    assert second.restore([snap], []) == 1
+    second.on_event(hop("o1", "web.shipped", 10 * M, status="error"))
+    (after,) = second.drain_snapshots()
+    assert (after.journey, after.pending, after.hops[:2]) == ("web", [], [CHECKOUT, PAYMENT])
+    assert kinds(second.drain_findings()) == [("web.shipped", FAILED, OPEN)]
+    second.drop_partition(0)
+    third = tracer(TWO)  # a dropped order's held hops go with it
+    third.restore([snap], [])
+    third.drop_partition(0)
+    assert len(third) == 0 and third._pending == {}
+
+
 def test_a_hop_outside_the_journey_is_counted_and_used_for_nothing() -> None:
     t = tracer()
     feed(t, hop("o1", CHECKOUT, 0), hop("o1", "gift.wrapped", S))
