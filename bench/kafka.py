@@ -9,7 +9,7 @@ beginning, in its own interpreter:
   kafka-python's own defaults (500 records a poll, 1 MiB partition fetches; auto-commit off, as
   a consumer that commits after its work has it) → ``poll()`` → the standard library's
   ``json.loads`` of every value → synchronous commit. The loop a kafka-python user writes first;
-  here it measures the issue's own figure for it (about 54k events/s);
+  here it measures close to the issue's figure for it (about 54k events/s);
 * the tuned loop: the same with ordertrail's consumer settings (5000 records a poll, 4 MiB
   partition fetches) and ``msgspec`` decoding, the least any consumer of this topic does: the
   harder comparison, reported beside the target, with no target of its own;
