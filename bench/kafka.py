@@ -287,7 +287,10 @@ def _reference(url: str, group: str, n: int, *, tuned: bool) -> dict[str, Any]:
 
     streaming_gc()  # as the tracer's side: the ratio compares the loops, not a runtime setting
     decode: Callable[[bytes], Any] = msgspec.json.decode if tuned else json.loads
-    settings = CONSUMER_DEFAULTS if tuned else {"enable_auto_commit": False, "auto_offset_reset": "earliest"}
+    # Minimal: of ordertrail's settings only what a consumer committing after its work needs.
+    settings = (
+        CONSUMER_DEFAULTS if tuned else {k: CONSUMER_DEFAULTS[k] for k in ("enable_auto_commit", "auto_offset_reset")}
+    )
     max_records = POLL if tuned else None  # None: the consumer's max_poll_records, 500 by default
     consumer = KafkaConsumer(
         HOPS_TOPIC, bootstrap_servers=bootstrap_servers(url), group_id=group, **settings, **GROUP_SETTINGS
